@@ -1,0 +1,138 @@
+"""One COLO checkpoint's payload: the bytes that follow ``vmstate-size``.
+
+Fixed little-endian layout, version 1, one encoder (:meth:`Staging.build`) and one
+decoder (:func:`parse`)::
+
+    offset  size       field
+    0       8          magic  b"QMPDCKP\\0"
+    8       4          version (1)
+    12      4          flags (0)
+    16      8          checkpoint number
+    24      8          n = number of dirty pages
+    32      8          s = length of the machine state blob
+    40      8*n        page indices (u64, each < guest pages)
+    ..      4096*n     page contents, in index order
+    ..      s          Machine.save_state() blob (vCPU + devices)
+    ..      4          crc32 of everything before it
+
+The decoder checks magic, version, that the total length is exactly what the header
+announces, every page index, the state size limit and the crc *before* anything is
+applied; :func:`apply` then writes pages and state (invariant 1: whole or nothing).
+Buffers are allocated once and grown only when a larger checkpoint needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from qmpd.colo.messages import ColoProtocolError
+
+MAGIC = b"QMPDCKP\0"
+VERSION = 1
+PAGE_SIZE = 4096
+HEADER = struct.Struct("<8sIIQQQ")
+TRAILER = struct.Struct("<I")
+#: Largest machine-state blob accepted.
+STATE_LIMIT = 1 << 20
+
+
+def blob_limit(npages: int) -> int:
+    """The largest payload a guest of ``npages`` pages can need."""
+    return HEADER.size + npages * (8 + PAGE_SIZE) + STATE_LIMIT + TRAILER.size
+
+
+class Staging:
+    """A reusable buffer a checkpoint is gathered into, grown on demand."""
+
+    def __init__(self, initial_pages: int = 1024) -> None:
+        self._buf = bytearray()
+        self._grow(initial_pages, 0)
+
+    def _grow(self, pages: int, state_len: int) -> None:
+        need = HEADER.size + pages * (8 + PAGE_SIZE) + state_len + TRAILER.size
+        if len(self._buf) < need:
+            # Round up generously so steady state never reallocates.
+            self._buf = bytearray(max(need, 2 * len(self._buf)))
+
+    def build(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
+              state: bytes) -> memoryview:
+        """Gather ``pages[index]`` and ``state`` into one checkpoint; return its bytes.
+
+        ``pages`` is the guest RAM as an (npages, 4096) view. The returned view stays
+        valid until the next :meth:`build`.
+        """
+        n = int(index.size)
+        self._grow(n, len(state))
+        buf = self._buf
+        HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, seq, n, len(state))
+        off = HEADER.size
+        idx_view = np.frombuffer(buf, dtype="<u8", count=n, offset=off)
+        idx_view[:] = index
+        off += 8 * n
+        page_view = np.frombuffer(buf, dtype=np.uint8, count=n * PAGE_SIZE,
+                                  offset=off).reshape(n, PAGE_SIZE)
+        if n:
+            np.take(pages, index.astype(np.intp, copy=False), axis=0, out=page_view,
+                    mode="clip")
+        off += n * PAGE_SIZE
+        buf[off:off + len(state)] = state
+        off += len(state)
+        mv = memoryview(buf)
+        TRAILER.pack_into(buf, off, zlib.crc32(mv[:off]))
+        return mv[:off + TRAILER.size]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified checkpoint, views into the receive buffer."""
+
+    seq: int
+    index: npt.NDArray[np.intp]
+    pages: npt.NDArray[np.uint8]
+    state: bytes
+
+
+def parse(data: memoryview, guest_pages: int) -> Checkpoint:
+    """Decode and verify a whole checkpoint payload.
+
+    :raise ColoProtocolError: on any inconsistency; nothing has been applied.
+    """
+    size = len(data)
+    if size < HEADER.size + TRAILER.size:
+        raise ColoProtocolError(f"COLO checkpoint truncated: {size} bytes")
+    magic, version, flags, seq, n, state_len = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise ColoProtocolError("COLO checkpoint has a bad magic")
+    if version != VERSION:
+        raise ColoProtocolError(f"COLO checkpoint version {version} is not supported "
+                                f"(expected {VERSION})")
+    if flags != 0:
+        raise ColoProtocolError(f"COLO checkpoint has unknown flags {flags:#x}")
+    if n > guest_pages:
+        raise ColoProtocolError(f"COLO checkpoint claims {n} pages, guest has {guest_pages}")
+    if state_len > STATE_LIMIT:
+        raise ColoProtocolError(f"COLO checkpoint state of {state_len} bytes is too large")
+    expected = HEADER.size + n * (8 + PAGE_SIZE) + state_len + TRAILER.size
+    if size != expected:
+        raise ColoProtocolError(f"COLO checkpoint is {size} bytes, header says {expected}")
+    body = size - TRAILER.size
+    (crc,) = TRAILER.unpack_from(data, body)
+    if zlib.crc32(data[:body]) != crc:
+        raise ColoProtocolError("COLO checkpoint checksum mismatch")
+    off = HEADER.size
+    index = np.frombuffer(data, dtype="<u8", count=n, offset=off)
+    if n and int(index.max()) >= guest_pages:
+        raise ColoProtocolError(
+            f"COLO checkpoint page index {int(index.max())} out of range "
+            f"(guest has {guest_pages} pages)")
+    off += 8 * n
+    pages = np.frombuffer(data, dtype=np.uint8, count=n * PAGE_SIZE,
+                          offset=off).reshape(n, PAGE_SIZE)
+    off += n * PAGE_SIZE
+    state = bytes(data[off:off + state_len])
+    return Checkpoint(seq=seq, index=index.astype(np.intp), pages=pages, state=state)

@@ -1,0 +1,212 @@
+"""COLO manager: owns the COLO session tasks, failover, COLO_EXIT and query-colo-status.
+
+Entry points:
+- :meth:`ColoManager.enter_primary` / :meth:`enter_secondary`, awaited by the
+  migration layer (its COLO hook) once the first migration completed/loaded with
+  x-colo on; each returns when this node has left COLO.
+- :meth:`lost_heartbeat` for ``x-colo-lost-heartbeat``.
+- :meth:`query_status`, :meth:`checkpoint_now` (x-checkpoint-delay changed), :meth:`yank`.
+
+Failover follows QEMU (migration/colo.c, colo-failover.c)::
+
+    x-colo-lost-heartbeat ── CAS none→require ──(next loop turn)── CAS require→active
+      primary:   migration colo→completed, stop the checkpoint loop, CAS active→completed,
+                 COLO_EXIT{primary, request}, release held output, VM runs alone
+      secondary: (applying a checkpoint? CAS active→relaunch, retried after it)
+                 migration colo→completed, drop any partial checkpoint, CAS
+                 active→completed, COLO_EXIT{secondary, request}, guest resumes from the
+                 last applied checkpoint and its serial device carries the service
+
+A link or protocol error ends the loop with COLO_EXIT{mode, error}; the node then waits
+for x-colo-lost-heartbeat. The primary keeps its guest stopped (run state ``colo``) and
+its output held meanwhile, so nothing unacknowledged leaves and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+
+from qmpd.colo.output import OutputCommit
+from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
+from qmpd.colo.primary import ColoPrimary
+from qmpd.colo.secondary import ColoSecondary
+from qmpd.colo.state import (
+    ColoExitReason,
+    ColoMode,
+    ColoStatus,
+    FailoverState,
+    FailoverStatus,
+    colo_status,
+)
+from qmpd.colo.stats import ColoStats
+from qmpd.errors import ColoError, MachineError, QMPError
+from qmpd.machine.runstate import RunState
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, "dict[str, object] | None"], None]
+
+class ColoManager:
+    """The single owner of this node's COLO session."""
+
+    def __init__(self, machine: ColoMachine, vm: VmPort, pump: PumpPort, emit: Emit,
+                 delay_ms: Callable[[], int],
+                 migration_completed: Callable[[], None]) -> None:
+        self.machine = machine
+        self.vm = vm
+        self.pump = pump
+        self._emit = emit
+        self._delay_ms = delay_ms
+        self._migration_completed = migration_completed
+        self.failover = FailoverState()
+        self.mode = ColoMode.NONE
+        self.last_mode = ColoMode.NONE
+        self.stats = ColoStats()
+        self.hash_ram = os.environ.get("QMPD_COLO_HASH") == "1"
+        self._chan: ChannelPort | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._exit = asyncio.Event()
+        self._primary: ColoPrimary | None = None
+        self._secondary: ColoSecondary | None = None
+        self._commit = OutputCommit(pump.write)
+
+    # Section: entering COLO
+
+    async def enter_primary(self, chan: ChannelPort) -> None:
+        """Run COLO as primary on ``chan`` until this node leaves COLO."""
+        self._begin(ColoMode.PRIMARY, chan)
+        self.pump.hold()
+        self.machine.dirty_log_start()
+        self._primary = ColoPrimary(chan, self.machine, self.vm, self._commit,
+                                    self.failover, self._delay_ms, self.stats,
+                                    hash_ram=self.hash_ram)
+        await self._run_session(self._primary.run())
+        # Alone from here on: what was held leaves, in order, and the guest runs.
+        self._commit.release_all()
+        self.pump.unhold()
+        self.vm.start()
+        self._end()
+
+    async def enter_secondary(self, chan: ChannelPort) -> None:
+        """Run COLO as secondary on ``chan`` until this node takes over or leaves COLO."""
+        self._begin(ColoMode.SECONDARY, chan)
+        self.vm.stop(RunState.COLO)
+        self._secondary = ColoSecondary(chan, self.machine, self.stats,
+                                        hash_ram=self.hash_ram)
+        await self._run_session(self._secondary.run())
+        self._end()
+        log.info("COLO secondary: taking over from checkpoint %d",
+                 self._secondary.applied_seq)
+        self.vm.start()
+
+    def _begin(self, mode: ColoMode, chan: ChannelPort) -> None:
+        if self.mode is not ColoMode.NONE:
+            raise ColoError("COLO is already running")
+        self.failover.reset()
+        self.mode = mode
+        self._chan = chan
+        self._exit.clear()
+        log.info("entering COLO as %s", mode.value)
+
+    def _end(self) -> None:
+        self.last_mode = self.mode
+        self.mode = ColoMode.NONE
+        self._chan = None
+        self._loop_task = None
+
+    async def _run_session(self, body: object) -> None:
+        """Run the role's loop; on its end emit COLO_EXIT and wait for failover."""
+        assert asyncio.iscoroutine(body)
+        self._loop_task = asyncio.create_task(body, name=f"colo-{self.mode.value}")
+        try:
+            await self._loop_task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Cancelled by failover.
+        except (ColoError, MachineError, OSError, EOFError) as err:
+            log.error("COLO %s: %s", self.mode.value, err)
+            self.stats.failed_checkpoints += 1
+        if self._chan is not None:
+            self._chan.close()
+        reason = (ColoExitReason.REQUEST
+                  if self.failover.status is FailoverStatus.COMPLETED
+                  else ColoExitReason.ERROR)
+        self._emit("COLO_EXIT", {"mode": self.mode.value, "reason": reason.value})
+        if reason is ColoExitReason.ERROR and self.mode is ColoMode.PRIMARY:
+            # Nothing may leave until the operator decides (x-colo-lost-heartbeat): the
+            # guest waits stopped, so held output and memory stay bounded.
+            self.vm.stop(RunState.COLO)
+        await self._exit.wait()
+
+    # Section: failover
+
+    def lost_heartbeat(self) -> None:
+        """``x-colo-lost-heartbeat``: request failover (carried out on the next loop turn).
+
+        :raise QMPError: QEMU 7.2's texts when not in COLO or already failing over.
+        """
+        if self.mode is ColoMode.NONE:
+            raise QMPError("The feature 'colo' is not enabled")
+        old = self.failover.cas(FailoverStatus.NONE, FailoverStatus.REQUIRE)
+        if old is not FailoverStatus.NONE:
+            raise QMPError("COLO failover is already activated")
+        asyncio.get_running_loop().call_soon(self._do_failover)
+
+    def _do_failover(self) -> None:
+        old = self.failover.cas(FailoverStatus.REQUIRE, FailoverStatus.ACTIVE)
+        if old is not FailoverStatus.REQUIRE:
+            log.error("Unknown error for failover, old_state = %s", old.value)
+            return
+        if self.mode is ColoMode.SECONDARY and self._secondary is not None \
+                and self._secondary.loading:
+            # Cannot happen while apply() runs without awaits; kept for the protocol.
+            self.failover.cas(FailoverStatus.ACTIVE, FailoverStatus.RELAUNCH)
+            asyncio.get_running_loop().call_soon(self._relaunch)
+            return
+        self._migration_completed()
+        if self._loop_task is not None and not self._loop_task.done():
+            self._loop_task.cancel()
+        if self._chan is not None:
+            self._chan.close()
+        old = self.failover.cas(FailoverStatus.ACTIVE, FailoverStatus.COMPLETED)
+        if old is not FailoverStatus.ACTIVE:
+            log.error("Incorrect state (%s) while doing failover", old.value)
+        self._exit.set()
+
+    def _relaunch(self) -> None:
+        self.failover.cas(FailoverStatus.RELAUNCH, FailoverStatus.NONE)
+        self.failover.cas(FailoverStatus.NONE, FailoverStatus.REQUIRE)
+        self._do_failover()
+
+    # Section: queries and triggers
+
+    def query_status(self) -> ColoStatus:
+        """``query-colo-status``."""
+        return colo_status(self.mode, self.last_mode, self.failover.status,
+                           outgoing_in_colo=self.mode is ColoMode.PRIMARY)
+
+    def checkpoint_now(self) -> None:
+        """Trigger a checkpoint at once and re-arm the timer (x-checkpoint-delay set)."""
+        if self._primary is not None and self.mode is ColoMode.PRIMARY:
+            self._primary.trigger.set()
+
+    def yank(self) -> bool:
+        """Cut the COLO link (``yank`` of the migration instance); True if one was cut."""
+        if self._chan is None:
+            return False
+        self._chan.close()
+        return True
+
+    async def close(self) -> None:
+        """Daemon shutdown: stop the loop and release waiters."""
+        if self._loop_task is not None and not self._loop_task.done():
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loop_task
+        self._exit.set()

@@ -1,0 +1,93 @@
+"""What COLO needs from the layers below, as typing Protocols.
+
+COLO is written against these so that it depends on behaviour, not on classes:
+the machine facade of docs/INTERFACES.md, the VM start/stop control, the serial pump,
+and the raw byte channel of the migration connection.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from qmpd.machine.runstate import RunState
+
+
+class GuestOutputPort(Protocol):
+    """The machine's guest output buffer."""
+
+    def drain(self) -> bytes:
+        """Take every byte the guest emitted so far."""
+
+
+class ColoMachine(Protocol):
+    """The parts of :class:`qmpd.machine.Machine` a checkpoint touches."""
+
+    npages: int
+    pages: npt.NDArray[np.uint8]
+    output: GuestOutputPort
+
+    def dirty_log_start(self) -> None:
+        """Start (or restart) dirty logging from a clean bitmap."""
+
+    def dirty_log_harvest(self) -> npt.NDArray[np.uint64]:
+        """Page indices dirtied since the last harvest."""
+
+    def save_state(self) -> bytes:
+        """vCPU + device state (VM paused)."""
+
+    def load_state(self, blob: bytes) -> None:
+        """Validate, then apply vCPU + device state (VM paused)."""
+
+
+class VmPort(Protocol):
+    """VM start/stop with run state and STOP/RESUME events (VmControl)."""
+
+    @property
+    def running(self) -> bool:
+        """True when the run state is ``running``."""
+
+    def stop(self, state: RunState = RunState.PAUSED) -> None:
+        """Stop the VM into ``state``."""
+
+    def start(self) -> None:
+        """Start the VM."""
+
+
+class PumpPort(Protocol):
+    """The serial pump (OutputPump)."""
+
+    def hold(self) -> None:
+        """Leave draining to output commit."""
+
+    def unhold(self) -> None:
+        """Back to pass-through."""
+
+    def write(self, data: bytes) -> None:
+        """Release bytes to the chardev."""
+
+
+class ChannelPort(Protocol):
+    """The migration connection as a raw byte pipe (both directions).
+
+    ``write`` is synchronous (buffered in the transport): two writes with no ``await``
+    between them happen with no other task running in between, which the secondary
+    relies on to make "send vmstate-received, then apply" indivisible.
+    """
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for sending."""
+
+    async def drain(self) -> None:
+        """Wait until queued data has been handed to the kernel."""
+
+    async def recv_exactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes; raise on EOF or error."""
+
+    async def recv_into(self, buf: memoryview) -> None:
+        """Fill all of ``buf``; raise on EOF or error."""
+
+    def close(self) -> None:
+        """Shut the connection down."""

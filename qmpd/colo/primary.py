@@ -1,0 +1,118 @@
+"""The primary's checkpoint loop (periodic mode, QEMU's transaction order).
+
+Runs on the migration connection once the first migration has completed with
+``x-colo`` on. Every ``x-checkpoint-delay`` ms (or at once when triggered)::
+
+    primary                                   secondary
+    checkpoint-request ──►
+                           ◄── checkpoint-reply
+    stop VM (run state colo, STOP)
+    drain guest output → held for this epoch
+    harvest dirty log, gather pages + vCPU/device state into the staging buffer
+    vmstate-send, vmstate-size N, N bytes ──►
+                           ◄── vmstate-received    → release the epoch's output
+                           ◄── vmstate-loaded
+    start VM (RESUME)
+
+Failover or a link error ends the loop; :mod:`qmpd.colo.manager` decides what follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Callable
+
+from qmpd.colo import messages as msg
+from qmpd.colo.blob import Staging
+from qmpd.colo.messages import ColoMessage
+from qmpd.colo.output import OutputCommit
+from qmpd.colo.ports import ChannelPort, ColoMachine, VmPort
+from qmpd.colo.state import FailoverState
+from qmpd.colo.stats import CheckpointRecord, ColoStats
+from qmpd.machine.runstate import RunState
+
+log = logging.getLogger(__name__)
+
+
+class ColoPrimary:
+    """One COLO session on the primary side."""
+
+    def __init__(self, chan: ChannelPort, machine: ColoMachine, vm: VmPort,
+                 commit: OutputCommit, failover: FailoverState,
+                 delay_ms: Callable[[], int], stats: ColoStats,
+                 hash_ram: bool = False) -> None:
+        self.chan = chan
+        self.machine = machine
+        self.vm = vm
+        self.commit = commit
+        self.failover = failover
+        self.delay_ms = delay_ms
+        self.stats = stats
+        self.hash_ram = hash_ram
+        self.seq = 0
+        self.trigger = asyncio.Event()
+        self._staging = Staging()
+
+    async def wait_ready(self) -> None:
+        """Wait for the secondary's ``checkpoint-ready``."""
+        await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_READY)
+
+    async def run(self) -> None:
+        """Checkpoint until failover is requested or the link fails.
+
+        :raise ColoProtocolError: on a link or protocol error.
+        """
+        await self.wait_ready()
+        log.info("COLO primary: secondary ready, starting checkpoints")
+        self.vm.start()
+        while not self.failover.pending():
+            deadline = time.monotonic() + self.delay_ms() / 1000.0
+            while not self.trigger.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self.trigger.wait(), left)
+                except TimeoutError:
+                    break
+            self.trigger.clear()
+            if self.failover.pending():
+                log.info("COLO primary: failover request")
+                return
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Run one checkpoint transaction."""
+        seq = self.seq + 1
+        t_start = time.perf_counter()
+        await msg.send_message(self.chan, ColoMessage.CHECKPOINT_REQUEST)
+        await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
+        if self.failover.pending():
+            return
+        self.vm.stop(RunState.COLO)
+        t_paused = time.perf_counter()
+        if self.failover.pending():
+            return
+        machine = self.machine
+        self.commit.hold(seq, machine.output.drain())
+        index = machine.dirty_log_harvest()
+        state = machine.save_state()
+        blob = self._staging.build(seq, machine.pages, index, state)
+        crc = zlib.crc32(memoryview(machine.pages)) if self.hash_ram else None
+        self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
+        self.chan.write(msg.encode_size(len(blob)))
+        self.chan.write(blob)
+        await self.chan.drain()
+        await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
+        self.commit.release_through(seq)
+        await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
+        self.seq = seq
+        self.vm.start()
+        t_end = time.perf_counter()
+        self.stats.add(CheckpointRecord(
+            seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
+            pause_ms=(t_end - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
+            ram_crc=crc))

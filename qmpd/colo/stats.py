@@ -1,0 +1,46 @@
+"""Checkpoint statistics kept by both COLO roles, for the demo, benchmarks and tests."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CheckpointRecord:
+    """One checkpoint as the primary (or the secondary) saw it."""
+
+    seq: int
+    dirty_pages: int
+    blob_bytes: int
+    pause_ms: float = 0.0
+    round_trip_ms: float = 0.0
+    ram_crc: int | None = None
+
+
+@dataclass
+class ColoStats:
+    """Counters plus the most recent checkpoints (bounded)."""
+
+    checkpoints: int = 0
+    failed_checkpoints: int = 0
+    last: deque[CheckpointRecord] = field(default_factory=lambda: deque(maxlen=512))
+
+    def add(self, rec: CheckpointRecord) -> None:
+        """Record a completed checkpoint."""
+        self.checkpoints += 1
+        self.last.append(rec)
+
+    def to_qmp(self) -> dict[str, object]:
+        """A JSON-ready summary."""
+        recent = list(self.last)
+        return {
+            "checkpoints": self.checkpoints,
+            "recent": [
+                {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
+                 "pause-us": round(r.pause_ms * 1000), "round-trip-us":
+                 round(r.round_trip_ms * 1000),
+                 **({"ram-crc": r.ram_crc} if r.ram_crc is not None else {})}
+                for r in recent[-64:]
+            ],
+        }
