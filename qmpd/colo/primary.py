@@ -101,7 +101,7 @@ class ColoPrimary:
         index = machine.dirty_log_harvest()
         state = machine.save_state()
         blob = self._staging.build(seq, machine.pages, index, state)
-        crc = zlib.crc32(memoryview(machine.pages)) if self.hash_ram else None
+        crc = zlib.crc32(machine.pages.data) if self.hash_ram else None
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
         self.chan.write(msg.encode_size(len(blob)))
         self.chan.write(blob)

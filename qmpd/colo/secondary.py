@@ -85,7 +85,7 @@ class ColoSecondary:
         self.stats.add(CheckpointRecord(
             seq=ckpt.seq, dirty_pages=int(ckpt.index.size), blob_bytes=size,
             round_trip_ms=(time.perf_counter() - t0) * 1000,
-            ram_crc=zlib.crc32(memoryview(self.machine.pages)) if self.hash_ram else None))
+            ram_crc=zlib.crc32(self.machine.pages.data) if self.hash_ram else None))
 
     def apply(self, ckpt: Checkpoint) -> None:
         """Apply a verified checkpoint and acknowledge it.
