@@ -1,7 +1,9 @@
-"""The primary's checkpoint loop (periodic mode, QEMU's transaction order).
+"""The primary's checkpoint loop (periodic mode).
 
 Runs on the migration connection once the first migration has completed with
-``x-colo`` on. Every ``x-checkpoint-delay`` ms (or at once when triggered)::
+``x-colo`` on. Every ``x-checkpoint-delay`` ms (or at once when triggered) it runs one
+transaction of QEMU's seven messages. In QEMU's order the guest stays stopped until
+``vmstate-loaded``::
 
     primary                                   secondary
     checkpoint-request ──►
@@ -13,6 +15,12 @@ Runs on the migration connection once the first migration has completed with
                            ◄── vmstate-received    → release the epoch's output
                            ◄── vmstate-loaded
     start VM (RESUME)
+
+Pipelined (the default): the guest is started again as soon as its dirty pages and
+state are in the staging buffer, before ``vmstate-send``; the transfer, the secondary's
+apply and both acknowledgements overlap with the next epoch. The next epoch's output is
+drained at the next pause and held until *that* checkpoint is acknowledged, so output
+commit (invariant 2) is unchanged; transactions stay strictly one after another.
 
 Failover or a link error ends the loop; :mod:`qmpd.colo.manager` decides what follows.
 """
@@ -43,7 +51,8 @@ class ColoPrimary:
     def __init__(self, chan: ChannelPort, machine: ColoMachine, vm: VmPort,
                  commit: OutputCommit, failover: FailoverState,
                  delay_ms: Callable[[], int], stats: ColoStats,
-                 hash_ram: bool = False) -> None:
+                 hash_ram: bool = False,
+                 pipelined: Callable[[], bool] = lambda: True) -> None:
         self.chan = chan
         self.machine = machine
         self.vm = vm
@@ -52,6 +61,7 @@ class ColoPrimary:
         self.delay_ms = delay_ms
         self.stats = stats
         self.hash_ram = hash_ram
+        self.pipelined = pipelined
         self.seq = 0
         self.trigger = asyncio.Event()
         self._staging = Staging()
@@ -102,6 +112,10 @@ class ColoPrimary:
         state = machine.save_state()
         blob = self._staging.build(seq, machine.pages, index, state)
         crc = zlib.crc32(machine.pages.data) if self.hash_ram else None
+        pipelined = self.pipelined()
+        if pipelined:
+            self.vm.start()
+            t_resumed = time.perf_counter()
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
         self.chan.write(msg.encode_size(len(blob)))
         self.chan.write(blob)
@@ -110,9 +124,11 @@ class ColoPrimary:
         self.commit.release_through(seq)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
         self.seq = seq
-        self.vm.start()
+        if not pipelined:
+            self.vm.start()
+            t_resumed = time.perf_counter()
         t_end = time.perf_counter()
         self.stats.add(CheckpointRecord(
             seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
-            pause_ms=(t_end - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
+            pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
             ram_crc=crc))

@@ -84,5 +84,5 @@ def test_message_framing_is_big_endian_u32_and_u64() -> None:
 
 
 def test_invalid_message_index_has_qemus_text() -> None:
-    with pytest.raises(ColoProtocolError, match="^colo_receive_message: Invalid message$"):
+    with pytest.raises(ColoProtocolError, match=r"^colo_receive_message: Invalid message$"):
         msg.decode(b"\0\0\0\x07")
