@@ -1,0 +1,228 @@
+"""Client-side helpers: run qmpd processes, drive them over QMP, read their serial output.
+
+Used by the demo (:mod:`qmpd.demo`), the end-to-end tests and the benchmarks, so that
+all three start and observe a COLO pair the same way. Nothing here is imported by the
+daemon itself.
+
+A :class:`SerialReader` is the "outside observer": it connects to a guest's serial
+UNIX socket and keeps every byte it receives, in order. :func:`joined_stream` glues
+what was read from the primary and then from the secondary into the one stream an
+outside reader saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class QmpdProcess:
+    """One running ``qmpd`` and a connected QMPClient."""
+
+    name: str
+    workdir: Path
+    proc: asyncio.subprocess.Process
+    qmp: QMPClient
+    qmp_path: Path
+    serial_path: Path
+    log_path: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _event_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, name: str, workdir: Path, extra: Sequence[str] = (),
+                    mem: str = "64M", guest: str = "counter,wss=8M,dirty=64,pace=20000",
+                    timeout: float = 20.0) -> QmpdProcess:
+        """Start ``python -m qmpd`` with a QMP and a serial UNIX socket in ``workdir``."""
+        qmp_path = workdir / f"{name}.qmp"
+        serial_path = workdir / f"{name}.serial"
+        log_path = workdir / f"{name}.log"
+        args = [sys.executable, "-m", "qmpd", "-name", name,
+                "-qmp", f"unix:{qmp_path},server=on,wait=off",
+                "-serial", f"unix:{serial_path},server=on,wait=off",
+                "-m", mem, "-guest", guest, *extra]
+        logf = open(log_path, "wb")  # noqa: SIM115, ASYNC230 - handed to the child
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while not (qmp_path.exists() and serial_path.exists()):
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"qmpd {name} did not start: {log_path.read_text()}")
+            await asyncio.sleep(0.02)
+        qmp = QMPClient(name)
+        await asyncio.wait_for(qmp.connect(str(qmp_path)), timeout)
+        self = cls(name, workdir, proc, qmp, qmp_path, serial_path, log_path)
+        self._event_task = asyncio.create_task(self._collect_events())
+        return self
+
+    async def _collect_events(self) -> None:
+        async for event in self.qmp.events:
+            self.events.append(dict(event))
+
+    async def cmd(self, name: str, **args: Any) -> Any:
+        """Execute a command; raise ``ExecuteError`` on an error reply."""
+        return await self.qmp.execute(name, args or None)
+
+    async def wait_event(self, name: str, timeout: float = 10.0,
+                         **data: Any) -> dict[str, Any]:
+        """Wait for an event called ``name`` whose data contains ``data``."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for ev in self.events[seen:]:
+                if ev["event"] == name and all(
+                        ev.get("data", {}).get(k) == v for k, v in data.items()):
+                    return ev
+            seen = len(self.events)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no {name} {data} in {timeout}s; "
+                                   f"got {[e['event'] for e in self.events]}")
+            await asyncio.sleep(0.01)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the qmpd process."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    async def close(self) -> None:
+        """Disconnect and make sure the process is gone."""
+        if self._event_task is not None:
+            self._event_task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.qmp.disconnect(), 2)
+        if self.proc.returncode is None:
+            self.kill(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.kill(signal.SIGKILL)
+                await self.proc.wait()
+
+
+class SerialReader:
+    """An outside observer connected to a guest's serial UNIX socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = bytearray()
+        self.eof = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 5.0) -> None:
+        """Connect and start collecting."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reader, _writer = await asyncio.open_unix_connection(str(self.path))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
+        self._task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while chunk := await reader.read(1 << 16):
+                self.data += chunk
+        except OSError:
+            pass
+        finally:
+            self.eof.set()
+
+    def lines(self) -> list[bytes]:
+        """Complete lines received so far."""
+        return bytes(self.data).split(b"\n")[:-1]
+
+    async def wait_lines(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until at least ``n`` complete lines have arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.lines()) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path}: {len(self.lines())} lines, wanted {n}")
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        """Stop reading."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def joined_stream(*readers: SerialReader) -> bytes:
+    """What an outside reader saw, following each reader in turn."""
+    return b"".join(bytes(r.data) for r in readers)
+
+
+def workdir(prefix: str = "qmpd-") -> Path:
+    """A fresh short temporary directory (UNIX socket paths must stay short)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@dataclass
+class ColoPair:
+    """A primary and a secondary qmpd in COLO, with an outside reader on each serial."""
+
+    primary: QmpdProcess
+    secondary: QmpdProcess
+    primary_out: SerialReader
+    secondary_out: SerialReader
+
+    async def close(self) -> None:
+        """Stop both readers and both processes."""
+        for r in (self.primary_out, self.secondary_out):
+            await r.close()
+        for p in (self.primary, self.secondary):
+            await p.close()
+
+
+async def start_colo_pair(wd: Path, mem: str = "64M",
+                          guest: str = "counter,wss=8M,dirty=64,pace=20000",
+                          delay_ms: int = 200, extra: Sequence[str] = (),
+                          timeout: float = 30.0) -> ColoPair:
+    """Start a secondary (``-incoming``) and a primary, and bring them into COLO.
+
+    Both serial sockets get a reader before COLO starts, so nothing the guest emits on
+    either side is missed. Returns once both sides report migration status ``colo``.
+    """
+    port = free_tcp_port()
+    secondary = await QmpdProcess.start(
+        "secondary", wd, mem=mem, guest=guest,
+        extra=["-incoming", f"tcp:127.0.0.1:{port}", *extra])
+    primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=extra)
+    secondary_out = SerialReader(secondary.serial_path)
+    primary_out = SerialReader(primary.serial_path)
+    await secondary_out.start()
+    await primary_out.start()
+    caps = [{"capability": c, "state": True} for c in ("events", "x-colo", "return-path")]
+    await secondary.cmd("migrate-set-capabilities", capabilities=caps)
+    await primary.cmd("migrate-set-capabilities", capabilities=caps)
+    await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms})
+    await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+    await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
+    await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
+    return ColoPair(primary, secondary, primary_out, secondary_out)
