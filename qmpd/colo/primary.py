@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Staging
+from qmpd.colo.faults import FaultPlan
 from qmpd.colo.messages import ColoMessage
 from qmpd.colo.output import OutputCommit
 from qmpd.colo.ports import ChannelPort, ColoMachine, VmPort
@@ -65,6 +66,7 @@ class ColoPrimary:
         self.seq = 0
         self.trigger = asyncio.Event()
         self._staging = Staging()
+        self.faults = FaultPlan()
 
     async def wait_ready(self) -> None:
         """Wait for the secondary's ``checkpoint-ready``."""
@@ -97,6 +99,8 @@ class ColoPrimary:
     async def checkpoint(self) -> None:
         """Run one checkpoint transaction."""
         seq = self.seq + 1
+        faults = self.faults
+        faults.kill_if_due("kill-idle", seq)
         t_start = time.perf_counter()
         await msg.send_message(self.chan, ColoMessage.CHECKPOINT_REQUEST)
         await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
@@ -116,12 +120,17 @@ class ColoPrimary:
         if pipelined:
             self.vm.start()
             t_resumed = time.perf_counter()
+        faults.kill_if_due("kill-paused", seq)
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
         self.chan.write(msg.encode_size(len(blob)))
-        self.chan.write(blob)
+        if faults:
+            await self._send_with_faults(seq, blob)
+        else:
+            self.chan.write(blob)
         await self.chan.drain()
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
         self.commit.release_through(seq)
+        faults.kill_if_due("kill-received", seq)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
         self.seq = seq
         if not pipelined:
@@ -132,3 +141,19 @@ class ColoPrimary:
             seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
             pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
             ram_crc=crc))
+
+    async def _send_with_faults(self, seq: int, blob: memoryview) -> None:
+        """Send ``blob`` applying the planned faults (see :mod:`qmpd.colo.faults`)."""
+        half = len(blob) // 2
+        if self.faults.due("corrupt", seq):
+            damaged = bytearray(blob)
+            damaged[half] ^= 0x5A
+            self.chan.write(damaged)
+            return
+        self.chan.write(blob[:half])
+        await self.chan.drain()
+        if self.faults.due("truncate", seq):
+            self.chan.close()
+            return
+        self.faults.kill_if_due("kill-transfer", seq)
+        self.chan.write(blob[half:])

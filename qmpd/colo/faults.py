@@ -1,0 +1,50 @@
+"""Fault injection for the COLO primary, for tests and the soak benchmark.
+
+``QMPD_COLO_FAULT=<point>:<checkpoint>`` (comma-separated for several) makes the
+primary misbehave at an exact point of one checkpoint transaction:
+
+==================  ==================================================================
+``kill-idle``       SIGKILL itself between checkpoints (before checkpoint-request)
+``kill-paused``     SIGKILL itself with the guest stopped, before anything is sent
+``kill-transfer``   SIGKILL itself after sending half of the checkpoint's bytes
+``kill-received``   SIGKILL itself right after releasing output on vmstate-received
+``corrupt``         flip one byte of the checkpoint payload after its checksum
+``truncate``        send half of the checkpoint payload, then cut the link
+==================  ==================================================================
+
+The kills are real ``SIGKILL`` signals to the real process; this only chooses the
+instant more precisely than an outside timer can. Unset (the default), nothing happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = frozenset({"kill-idle", "kill-paused", "kill-transfer", "kill-received",
+                    "corrupt", "truncate"})
+
+
+class FaultPlan:
+    """The faults requested through the environment."""
+
+    def __init__(self, spec: str | None = None) -> None:
+        spec = os.environ.get("QMPD_COLO_FAULT", "") if spec is None else spec
+        self._plan: set[tuple[str, int]] = set()
+        for item in filter(None, spec.split(",")):
+            point, _, seq = item.partition(":")
+            if point not in POINTS or not seq.isdigit():
+                raise ValueError(f"bad QMPD_COLO_FAULT item {item!r}")
+            self._plan.add((point, int(seq)))
+
+    def __bool__(self) -> bool:
+        return bool(self._plan)
+
+    def due(self, point: str, seq: int) -> bool:
+        """True if ``point`` is planned for checkpoint ``seq``."""
+        return (point, seq) in self._plan
+
+    def kill_if_due(self, point: str, seq: int) -> None:
+        """SIGKILL this process if ``point`` is planned for checkpoint ``seq``."""
+        if self.due(point, seq):
+            os.kill(os.getpid(), signal.SIGKILL)
