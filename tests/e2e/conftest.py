@@ -1,0 +1,33 @@
+"""Fixtures for end-to-end tests: real qmpd processes, real sockets, real qemu.qmp clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from qmpd.harness import ColoPair, start_colo_pair, workdir
+
+#: Accelerators to run the end-to-end tests on: KVM where /dev/kvm exists, and tcg.
+ACCELS = ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"]
+
+
+@pytest.fixture
+def wd() -> Iterator[Path]:
+    """A short temporary directory for sockets and logs, removed afterwards."""
+    path = workdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def pair(wd: Path) -> AsyncIterator[ColoPair]:
+    """A COLO pair on KVM (or tcg without /dev/kvm) with 100 ms checkpoints."""
+    p = await start_colo_pair(wd, delay_ms=100, extra=["-accel", ACCELS[0]])
+    try:
+        yield p
+    finally:
+        await p.close()
