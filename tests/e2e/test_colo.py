@@ -116,7 +116,7 @@ async def test_refusal_texts(pair: ColoPair) -> None:
     assert err.value.error_class == "GenericError" and str(err.value) in (
         "COLO failover is already activated", "The feature 'colo' is not enabled")
     await pair.primary.wait_event("COLO_EXIT", mode="primary", reason="request")
-    with pytest.raises(ExecuteError, match="^The feature 'colo' is not enabled$"):
+    with pytest.raises(ExecuteError, match=r"^The feature 'colo' is not enabled$"):
         await pair.primary.cmd("x-colo-lost-heartbeat")
 
 
