@@ -55,13 +55,15 @@ class ColoManager:
 
     def __init__(self, machine: ColoMachine, vm: VmPort, pump: PumpPort, emit: Emit,
                  delay_ms: Callable[[], int],
-                 migration_completed: Callable[[], None]) -> None:
+                 migration_completed: Callable[[], None],
+                 pipelined: Callable[[], bool] = lambda: True) -> None:
         self.machine = machine
         self.vm = vm
         self.pump = pump
         self._emit = emit
         self._delay_ms = delay_ms
         self._migration_completed = migration_completed
+        self._pipelined = pipelined
         self.failover = FailoverState()
         self.mode = ColoMode.NONE
         self.last_mode = ColoMode.NONE
@@ -81,9 +83,9 @@ class ColoManager:
         self._begin(ColoMode.PRIMARY, chan)
         self.pump.hold()
         self.machine.dirty_log_start()
-        self._primary = ColoPrimary(chan, self.machine, self.vm, self._commit,
+        self._primary = ColoPrimary(chan, self.machine, self.vm, self.pump, self._commit,
                                     self.failover, self._delay_ms, self.stats,
-                                    hash_ram=self.hash_ram)
+                                    hash_ram=self.hash_ram, pipelined=self._pipelined)
         await self._run_session(self._primary.run())
         # Alone from here on: what was held leaves, in order, and the guest runs.
         self._commit.release_all()

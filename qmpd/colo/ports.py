@@ -68,6 +68,9 @@ class PumpPort(Protocol):
     def write(self, data: bytes) -> None:
         """Release bytes to the chardev."""
 
+    def take_first_held_time(self) -> float | None:
+        """``perf_counter()`` when held output first arrived since the last call."""
+
 
 class ChannelPort(Protocol):
     """The migration connection as a raw byte pipe (both directions).

@@ -38,7 +38,7 @@ from qmpd.colo.blob import Staging
 from qmpd.colo.faults import FaultPlan
 from qmpd.colo.messages import ColoMessage
 from qmpd.colo.output import OutputCommit
-from qmpd.colo.ports import ChannelPort, ColoMachine, VmPort
+from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
 from qmpd.colo.state import FailoverState
 from qmpd.colo.stats import CheckpointRecord, ColoStats
 from qmpd.machine.runstate import RunState
@@ -50,13 +50,14 @@ class ColoPrimary:
     """One COLO session on the primary side."""
 
     def __init__(self, chan: ChannelPort, machine: ColoMachine, vm: VmPort,
-                 commit: OutputCommit, failover: FailoverState,
+                 pump: PumpPort, commit: OutputCommit, failover: FailoverState,
                  delay_ms: Callable[[], int], stats: ColoStats,
                  hash_ram: bool = False,
                  pipelined: Callable[[], bool] = lambda: True) -> None:
         self.chan = chan
         self.machine = machine
         self.vm = vm
+        self.pump = pump
         self.commit = commit
         self.failover = failover
         self.delay_ms = delay_ms
@@ -112,6 +113,7 @@ class ColoPrimary:
             return
         machine = self.machine
         self.commit.hold(seq, machine.output.drain())
+        first_output = self.pump.take_first_held_time()
         index = machine.dirty_log_harvest()
         state = machine.save_state()
         blob = self._staging.build(seq, machine.pages, index, state)
@@ -130,6 +132,7 @@ class ColoPrimary:
         await self.chan.drain()
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
         self.commit.release_through(seq)
+        t_released = time.perf_counter()
         faults.kill_if_due("kill-received", seq)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
         self.seq = seq
@@ -140,7 +143,9 @@ class ColoPrimary:
         self.stats.add(CheckpointRecord(
             seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
             pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
-            ram_crc=crc))
+            ram_crc=crc,
+            release_latency_ms=None if first_output is None
+            else (t_released - first_output) * 1000))
 
     async def _send_with_faults(self, seq: int, blob: memoryview) -> None:
         """Send ``blob`` applying the planned faults (see :mod:`qmpd.colo.faults`)."""

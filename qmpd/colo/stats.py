@@ -15,6 +15,7 @@ class CheckpointRecord:
     blob_bytes: int
     pause_ms: float = 0.0
     round_trip_ms: float = 0.0
+    release_latency_ms: float | None = None
     ram_crc: int | None = None
 
 
@@ -40,7 +41,9 @@ class ColoStats:
                 {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
                  "pause-us": round(r.pause_ms * 1000), "round-trip-us":
                  round(r.round_trip_ms * 1000),
-                 **({"ram-crc": r.ram_crc} if r.ram_crc is not None else {})}
+                 **({"ram-crc": r.ram_crc} if r.ram_crc is not None else {}),
+                 **({"release-latency-us": round(r.release_latency_ms * 1000)}
+                    if r.release_latency_ms is not None else {})}
                 for r in recent[-64:]
             ],
         }

@@ -9,6 +9,7 @@ drains the guest's output (at each checkpoint pause) and releases it through
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class OutputPump:
         self._source = source
         self._sink = sink
         self._held = False
+        self._first_held_at: float | None = None
         self.bytes_out = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -51,7 +53,10 @@ class OutputPump:
 
     def flush(self) -> None:
         """In pass mode, send everything the guest has written so far."""
-        if not self._held:
+        if self._held:
+            if self._first_held_at is None:
+                self._first_held_at = time.perf_counter()
+        else:
             data = self._source.drain()
             if data:
                 self.write(data)
@@ -60,6 +65,11 @@ class OutputPump:
         """Flush what is pending, then leave draining to the output commit."""
         self.flush()
         self._held = True
+
+    def take_first_held_time(self) -> float | None:
+        """When output first arrived since the last call (held mode), or None."""
+        t, self._first_held_at = self._first_held_at, None
+        return t
 
     def unhold(self) -> None:
         """Back to pass mode; pending output leaves at once."""
