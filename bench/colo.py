@@ -36,6 +36,7 @@ import numpy as np
 from qmpd.harness import start_colo_pair, workdir
 
 PAGE = 4096
+ACCEL = ["-accel", "kvm" if os.path.exists("/dev/kvm") else "tcg"]
 
 
 def _median(xs: list[float]) -> float:
@@ -90,8 +91,7 @@ async def measure_checkpoints(pages: int, checkpoints: int, pipelined: bool,
     mem_mb = max(64, (wss >> 20) * 2 + 32)
     guest = f"counter,wss={wss >> 10}K,dirty=64,pace=0"
     pair = await start_colo_pair(wd, mem=f"{mem_mb}M", guest=guest, delay_ms=delay_ms,
-                                 extra=["-accel", "kvm"] if os.path.exists("/dev/kvm")
-                                 else ["-accel", "tcg"])
+                                 extra=ACCEL)
     try:
         await pair.primary.cmd("migrate-set-parameters",
                                **{"x-colo-pipeline": pipelined})
