@@ -1,0 +1,209 @@
+"""The machine facade (docs/INTERFACES.md, "The machine facade"): RAM + accelerator + vCPU
+thread + output ring, behind the methods commands, migration and COLO call.
+
+All methods are for the event-loop thread; pause/resume/save/load/reset are requests
+answered by the vCPU thread within a bounded time. A migration destination builds a
+Machine with the same config, writes ``pages``, calls ``load_state`` and ``resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import cast
+
+import numpy as np
+
+from qmpd.machine import layout, state
+from qmpd.machine.accel import Accel
+from qmpd.machine.accel_kvm import KvmAccel
+from qmpd.machine.config import MachineConfig
+from qmpd.machine.errors import KvmUnavailableError, MachineStateError
+from qmpd.machine.guest import guest_image
+from qmpd.machine.memory import GuestRam
+from qmpd.machine.output import GuestOutput, OutputRing
+from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, Req, VcpuRunState, VcpuThread
+
+log = logging.getLogger(__name__)
+
+#: Bound on joining the vCPU thread in close().
+JOIN_TIMEOUT = 5.0
+
+
+def _make_accel(config: MachineConfig, ram: GuestRam) -> Accel:
+    """Pick the accelerator for ``config.accel`` (``kvm:tcg``: KVM, else TCG)."""
+    first, *rest = config.accel.split(":")
+    errors: list[str] = []
+    for name in [first, *rest]:
+        try:
+            if name == "kvm":
+                return KvmAccel(ram)
+            return _make_tcg(ram)
+        except KvmUnavailableError as err:
+            errors.append(str(err))
+            log.info("accelerator %s unavailable: %s", name, err)
+    raise KvmUnavailableError("; ".join(errors) or "no accelerator")
+
+
+def _make_tcg(ram: GuestRam) -> Accel:
+    from qmpd.machine.tcg import TcgAccel  # unicorn is imported only when tcg is used
+
+    return cast(Accel, TcgAccel(ram))
+
+
+class Machine:
+    """One VM: guest RAM, one vCPU (KVM or TCG), the guest's output.
+
+    :raise MachineConfigError: for an invalid or unsatisfiable config.
+    :raise KvmUnavailableError: for ``-accel kvm`` without a usable ``/dev/kvm``.
+    """
+
+    page_size = layout.PAGE
+
+    def __init__(self, config: MachineConfig) -> None:
+        config.validate()
+        self.config = config
+        self.mem_bytes = config.mem_bytes
+        self.npages = config.mem_bytes // layout.PAGE
+        self._image = guest_image()
+        self._ram = GuestRam(config.mem_bytes, config.hugepages)
+        try:
+            self._accel = _make_accel(config, self._ram)
+        except BaseException:
+            self._ram.close()
+            raise
+        #: "kvm" or "tcg": what actually runs.
+        self.accel: str = self._accel.accel
+        #: (npages, 4096) uint8 view of guest RAM.
+        self.pages: np.ndarray = self._ram.pages
+        self.output = GuestOutput()
+        self._ring = OutputRing(self._ram.flat, self.output)
+        self._fault_cb: Callable[[str], None] | None = None
+        self._boot_image()
+        self._accel.boot()
+        self._vcpu = VcpuThread(self._accel, self._ring, self._on_fault)
+        self._closed = False
+
+    # ------------------------------------------------------------------ run control
+    @property
+    def running(self) -> bool:
+        """True while the vCPU is allowed to run."""
+        return self._vcpu.state is VcpuRunState.RUNNING
+
+    def resume(self) -> None:
+        """Let the vCPU run. :raise GuestFault: if the guest stopped on an error."""
+        self._vcpu.request(Req.RESUME)
+
+    def pause(self) -> None:
+        """Stop the vCPU; return once it is out of guest mode and its output is drained."""
+        self._vcpu.request(Req.PAUSE)
+
+    def reset(self) -> None:
+        """system_reset: re-initialise RAM and restart the guest from its entry, keeping
+        the paused/running state."""
+        was_running = self.running
+        if was_running:
+            self.pause()
+
+        def do_reset() -> None:
+            self._ram.zero()
+            self._boot_image()
+            self._accel.boot()
+
+        self._vcpu.request(Req.CALL, do_reset)
+        if was_running:
+            self.resume()
+
+    def set_fault_callback(self, cb: Callable[[str], None] | None) -> None:
+        """``cb(reason)`` is called from the vCPU thread when the guest stops on an error
+        (the daemon maps it to run state ``internal-error``)."""
+        self._fault_cb = cb
+
+    @property
+    def fault(self) -> str | None:
+        """Why the guest stopped, or None."""
+        return self._vcpu.fault
+
+    # ------------------------------------------------------------------ dirty log
+    def dirty_log_start(self) -> None:
+        """Start tracking guest writes (clears anything tracked before)."""
+        self._accel.dirty_log_start()
+
+    def dirty_log_harvest(self) -> np.ndarray:
+        """uint64 page indices dirtied since the last harvest/start (get + clear)."""
+        return self._accel.dirty_log_harvest()
+
+    def dirty_log_stop(self) -> None:
+        self._accel.dirty_log_stop()
+
+    # ------------------------------------------------------------------ state
+    def save_state(self) -> bytes:
+        """vCPU + device state as a :mod:`qmpd.machine.state` blob. Paused only.
+
+        :raise MachineStateError: if the machine is running.
+        """
+        def do_save() -> bytes:
+            st = state.MachineState(self.mem_bytes, self._config_words(), self._accel.save(),
+                                    self._ring.cons)
+            return state.encode(st)
+
+        blob = self._vcpu.request(Req.CALL, do_save)
+        assert isinstance(blob, bytes)
+        return blob
+
+    def load_state(self, blob: bytes) -> None:
+        """Validate ``blob`` whole, then apply it. Paused only; on any error nothing changes.
+
+        :raise MachineStateError: bad blob, wrong machine, or the machine is running.
+        """
+        st = state.decode(blob, self.mem_bytes, self._config_words())
+        if self.running:
+            raise MachineStateError("load_state needs a paused machine")
+
+        def do_load() -> None:
+            self._accel.load(st.cpu)
+            self._ring.set_cons(st.ring_cons)
+
+        self._vcpu.request(Req.CALL, do_load)
+
+    # ------------------------------------------------------------------ info
+    def vcpu_info(self) -> list[dict[str, object]]:
+        """query-cpus-fast entries."""
+        return [{"cpu-index": 0, "qom-path": "/machine/unattached/device[0]",
+                 "thread-id": self._vcpu.native_id, "target": "x86_64",
+                 "props": {"core-id": 0, "thread-id": 0, "socket-id": 0}}]
+
+    def close(self) -> None:
+        """Finish the vCPU thread (bounded join), close fds, unmap RAM. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(MachineStateError):
+            self._vcpu.request(Req.FINISH, timeout=JOIN_TIMEOUT)
+        if not self._vcpu.join(JOIN_TIMEOUT):
+            log.error("vCPU thread did not finish within %ss; leaking it", JOIN_TIMEOUT)
+            return
+        self._accel.close()
+        self._ram.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _config_words(self) -> tuple[int, ...]:
+        return tuple(layout.config_words(self.config.guest))
+
+    def _boot_image(self) -> None:
+        layout.write_boot_image(self._ram.flat, self.mem_bytes, self.config.guest, self._image)
+        self._ring.set_cons(0)
+
+    def _on_fault(self, why: str) -> None:
+        if self._fault_cb is not None:
+            self._fault_cb(why)
+
+
+__all__ = ["REQUEST_TIMEOUT", "Machine"]

@@ -1,0 +1,212 @@
+"""The vCPU thread: a run loop that answers requests (pause, resume, call, finish).
+
+Users: :class:`qmpd.machine.Machine`. Nothing pokes the vCPU from outside except through
+:meth:`VcpuThread.request`, which queues a request, kicks the CPU out of guest mode
+(immediate_exit + signal for KVM, emu_stop for TCG) and waits a bounded time for the answer.
+
+::
+
+          resume                 guest exit it cannot handle
+   PAUSED ───────► RUNNING ─────────────────────────► FAULTED
+     ▲   ◄───────    │                                  │
+     │    pause      │ finish                           │ call (reset / load_state)
+     │               ▼                                  ▼
+     └──────────  FINISHED ◄──── finish ───────────  PAUSED
+
+Doorbell exits drain the output ring; so does every pause, so when ``pause`` returns all
+output the guest produced is in ``GuestOutput``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from qmpd.machine import layout
+from qmpd.machine.errors import GuestFault, MachineStateError, VcpuTimeoutError
+from qmpd.machine.kvm import exits as ex
+from qmpd.machine.output import OutputRing
+
+log = logging.getLogger(__name__)
+
+#: Bound on every request/answer round trip.
+REQUEST_TIMEOUT = 10.0
+
+
+class Cpu(Protocol):
+    """What the run loop needs of an accelerator (KvmAccel, TcgAccel)."""
+
+    def arm(self) -> None: ...
+    def run(self) -> ex.VcpuExit: ...
+    def kick(self, thread_ident: int | None) -> None: ...
+
+
+class VcpuRunState(enum.Enum):
+    """Where the vCPU thread is."""
+
+    PAUSED = "paused"
+    RUNNING = "running"
+    FAULTED = "faulted"
+    FINISHED = "finished"
+
+
+_S = VcpuRunState
+TRANSITIONS: dict[VcpuRunState, frozenset[VcpuRunState]] = {
+    _S.PAUSED: frozenset({_S.RUNNING, _S.FINISHED}),
+    _S.RUNNING: frozenset({_S.PAUSED, _S.FAULTED, _S.FINISHED}),
+    _S.FAULTED: frozenset({_S.PAUSED, _S.FINISHED}),
+    _S.FINISHED: frozenset(),
+}
+
+
+class Req(enum.Enum):
+    """Requests the vCPU thread answers."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    CALL = "call"      # run a function on the vCPU thread while not running
+    FINISH = "finish"
+
+
+@dataclass
+class _Request:
+    kind: Req
+    fn: Callable[[], object] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+
+
+class VcpuThread:
+    """Owns the thread that runs ``cpu``; starts PAUSED."""
+
+    def __init__(self, cpu: Cpu, ring: OutputRing,
+                 on_fault: Callable[[str], None] | None = None) -> None:
+        self.cpu = cpu
+        self.ring = ring
+        self.on_fault = on_fault
+        self.fault: str | None = None
+        self._state = VcpuRunState.PAUSED
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name="qmpd-vcpu0", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+    @property
+    def state(self) -> VcpuRunState:
+        return self._state
+
+    @property
+    def native_id(self) -> int:
+        """OS thread id (query-cpus-fast ``thread-id``)."""
+        return self._thread.native_id or 0
+
+    def request(self, kind: Req, fn: Callable[[], object] | None = None,
+                timeout: float = REQUEST_TIMEOUT) -> object:
+        """Send a request and wait for its answer.
+
+        :raise VcpuTimeoutError: no answer within ``timeout`` s.
+        :raise MachineStateError: the request is not allowed in the current state.
+        """
+        if self._state is VcpuRunState.FINISHED:
+            raise MachineStateError("the vCPU has finished")
+        req = _Request(kind, fn)
+        self._queue.put(req)
+        self.cpu.kick(self._thread.ident)
+        if not req.done.wait(timeout):
+            raise VcpuTimeoutError(f"vCPU did not answer '{kind.value}' within {timeout:g}s")
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # ------------------------------------------------------------------ vCPU thread
+    def _set_state(self, new: VcpuRunState) -> None:
+        if new is self._state:
+            return
+        if new not in TRANSITIONS[self._state]:
+            raise MachineStateError(
+                f"vCPU cannot go from '{self._state.value}' to '{new.value}'")
+        log.debug("vcpu %s -> %s", self._state.value, new.value)
+        self._state = new
+
+    def _main(self) -> None:
+        while self._state is not VcpuRunState.FINISHED:
+            if self._state is VcpuRunState.RUNNING:
+                self.cpu.arm()
+                try:
+                    req = self._queue.get_nowait()
+                except queue.Empty:
+                    self._run_once()
+                    continue
+            else:
+                req = self._queue.get()
+                self.cpu.arm()
+            self._answer(req)
+
+    def _answer(self, req: _Request) -> None:
+        try:
+            req.result = self._handle(req)
+        except BaseException as err:  # answered to the caller, never lost
+            req.error = err
+        req.done.set()
+
+    def _handle(self, req: _Request) -> object:
+        state = self._state
+        if req.kind is Req.PAUSE:
+            if state is VcpuRunState.RUNNING:
+                self._set_state(VcpuRunState.PAUSED)
+            self.ring.drain()
+        elif req.kind is Req.RESUME:
+            if state is VcpuRunState.FAULTED:
+                raise GuestFault(f"the guest has stopped: {self.fault}")
+            self._set_state(VcpuRunState.RUNNING)
+        elif req.kind is Req.FINISH:
+            self.ring.drain()
+            self._set_state(VcpuRunState.FINISHED)
+        else:
+            if state is VcpuRunState.RUNNING:
+                raise MachineStateError("the vCPU is running; pause it first")
+            assert req.fn is not None
+            result = req.fn()
+            if state is VcpuRunState.FAULTED:
+                self.fault = None
+                self._set_state(VcpuRunState.PAUSED)
+            return result
+        return None
+
+    def _run_once(self) -> None:
+        exit_ = self.cpu.run()
+        if isinstance(exit_, ex.Interrupted):
+            return
+        if isinstance(exit_, ex.IoOut) and exit_.port == layout.PORT_DOORBELL:
+            self.ring.drain()
+            if exit_.value == layout.DOORBELL_FULL:
+                self._backpressure()
+            return
+        if isinstance(exit_, ex.IoOut) and exit_.port == layout.PORT_ERROR:
+            self._fail(f"guest reported error {exit_.value} (bad config page)")
+        else:
+            self._fail(f"unexpected vCPU exit {exit_}")
+
+    def _backpressure(self) -> None:
+        """Ring full and GuestOutput over its cap: wait for a reader (or a request)."""
+        while self.ring.output.full() and self._queue.empty():
+            self.ring.output.wait_space(0.01)
+        self.ring.drain()
+
+    def _fail(self, why: str) -> None:
+        log.error("vCPU stopped: %s", why)
+        self.ring.drain()
+        self.fault = why
+        self._set_state(VcpuRunState.FAULTED)
+        if self.on_fault is not None:
+            self.on_fault(why)
