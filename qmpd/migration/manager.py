@@ -1,0 +1,332 @@
+"""MigrationManager: the sole owner of this process's migration, in either direction.
+
+Users: the QMP handlers (``migrate``, ``migrate-incoming``, ``migrate_cancel``,
+``query-migrate``, capabilities/parameters through :attr:`MigrationManager.config`),
+the daemon (``-incoming``; shutdown via :meth:`close`) and COLO (the hook below, and
+:meth:`colo_completed` at failover).
+
+Run states follow QEMU: source ``running → finish-migrate → postmigrate``;
+destination ``inmigrate → running`` (``paused`` with ``-S``). A failed or cancelled
+outgoing migration resumes the guest if it was running (QEMU 7.2
+``migration_iteration_finish``); a failed incoming one leaves the guest paused in
+``inmigrate``: nothing half-loaded runs, and a new ``migrate-incoming`` may retry.
+
+COLO (x-colo on; the stream header carries it)::
+
+    source: precopy ... SHUT(0) received → status colo →
+            await hook.enter_primary(conn)     (guest paused, finish-migrate; COLO
+                                                owns conn, run state and machine)
+    dest:   load ok → SHUT(0) sent → status colo →
+            await hook.enter_secondary(conn)   (guest paused, inmigrate; same)
+    either: hook returns → status completed (if COLO did not set it already)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from qmpd.errors import ColoError, MachineError, MigrationError, QMPError
+from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vmctl import VmControl
+from qmpd.migration.config import MIGRATION_IN_PROGRESS, MigrationConfig
+from qmpd.migration.destination import PrecopyDestination
+from qmpd.migration.guest import MigratableMachine
+from qmpd.migration.source import PrecopySource, RamCounters
+from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
+from qmpd.migration.transport import (
+    Address,
+    Listener,
+    MigrationConnection,
+    MigrationTransportError,
+    connect,
+    parse_uri,
+)
+
+log = logging.getLogger(__name__)
+_S = MigrationStatus
+
+
+class ColoHook(Protocol):
+    """What the manager calls when a migration with x-colo completes or loads."""
+
+    async def enter_primary(self, chan: MigrationConnection) -> None:
+        """Run COLO as primary on the connection until this node leaves COLO."""
+
+    async def enter_secondary(self, chan: MigrationConnection) -> None:
+        """Run COLO as secondary on the connection until this node leaves COLO."""
+
+
+class MigrationManager:
+    """Starts, tracks, cancels and reports migrations (one at a time per direction).
+
+    :param autostart: False when started with ``-S``: the destination ends ``paused``.
+    """
+
+    def __init__(self, machine: MigratableMachine, runstate: RunStateHolder, emit: EmitFn,
+                 colo_hook: ColoHook | None = None, *, autostart: bool = True) -> None:
+        self.machine = machine
+        self.runstate = runstate
+        self.colo_hook = colo_hook
+        self.autostart = autostart
+        self._emit = emit
+        self.vm = VmControl(machine, runstate, emit)
+        self.config = MigrationConfig(is_running=self.is_running)
+        events = lambda: self.config.capability("events")  # noqa: E731
+        self.outgoing = StatusMachine("outgoing", emit, events)
+        self.incoming_status = StatusMachine("incoming", emit, events)
+        self._last: StatusMachine | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._conn: MigrationConnection | None = None
+        self._listener: Listener | None = None
+        self._counters = RamCounters()
+        self._error: str | None = None
+        self._in_error: str | None = None
+        self._cancel_requested = False
+
+    # -- queries ------------------------------------------------------------------
+    def is_running(self) -> bool:
+        """True while a migration runs in either direction, or COLO is active."""
+        return any(sm.is_running or sm.status is _S.COLO
+                   for sm in (self.outgoing, self.incoming_status))
+
+    def query(self) -> dict[str, object]:
+        """``query-migrate``: QEMU 7.2's MigrationInfo for the latest migration."""
+        if self._last is None:
+            return {}
+        status = self._last.status
+        info: dict[str, object] = {"status": status.value}
+        if self._last is self.incoming_status:
+            if self._listener is not None and status is _S.SETUP:
+                info["socket-address"] = self._listener.socket_address()
+            if status is _S.FAILED and self._in_error:
+                info["error-desc"] = self._in_error
+            return info
+        c = self._counters
+        if status in (_S.ACTIVE, _S.CANCELLING, _S.DEVICE, _S.PRE_SWITCHOVER, _S.COMPLETED):
+            info["setup-time"] = c.setup_time_ms
+            if status is _S.COMPLETED:
+                info["total-time"] = c.total_time_ms or 0
+                info["downtime"] = c.downtime_ms or 0
+            else:
+                info["total-time"] = int((time.monotonic() - c.start) * 1000)
+                info["expected-downtime"] = c.expected_downtime_ms
+            done = status is _S.COMPLETED
+            info["ram"] = {
+                "transferred": c.transferred, "remaining": 0 if done else c.remaining,
+                "total": c.total, "duplicate": c.duplicate, "skipped": 0,
+                "normal": c.normal, "normal-bytes": c.normal * self.machine.page_size,
+                "dirty-pages-rate": 0 if done else c.dirty_pages_rate, "mbps": c.mbps,
+                "dirty-sync-count": c.dirty_sync_count, "postcopy-requests": 0,
+                "page-size": self.machine.page_size, "multifd-bytes": 0,
+                "pages-per-second": c.pages_per_second, "precopy-bytes": c.precopy_bytes,
+                "downtime-bytes": c.downtime_bytes, "postcopy-bytes": 0,
+                "dirty-sync-missed-zero-copy": 0,
+            }
+        elif status is _S.FAILED and self._error:
+            info["error-desc"] = self._error
+        return info
+
+    async def wait(self) -> None:
+        """Wait until the current migration task (if any) has ended."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+
+    # -- outgoing -----------------------------------------------------------------
+    def start(self, uri: str, *, resume: bool = False) -> None:
+        """``migrate``: checks as QEMU 7.2 ``migrate_prepare``, then run in the background.
+
+        :raise QMPError: with QEMU's text; nothing changes then.
+        """
+        if resume:
+            raise QMPError("Cannot resume if there is no paused migration")
+        if self.is_running():
+            raise QMPError(MIGRATION_IN_PROGRESS)
+        if self.runstate.state is RunState.INMIGRATE:
+            raise QMPError("Guest is waiting for an incoming migration")
+        if self.runstate.state is RunState.POSTMIGRATE:
+            raise QMPError("Can't migrate the vm that was paused due to previous migration")
+        if self.config.parameter("tls-creds"):
+            raise QMPError("TLS migration is not supported by qmpd")
+        addr = parse_uri(uri)
+        self._counters = RamCounters()
+        self._error = None
+        self._cancel_requested = False
+        self._last = self.outgoing
+        self.outgoing.set(_S.SETUP)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_outgoing(uri, addr), name="migration-outgoing")
+
+    async def _run_outgoing(self, uri: str, addr: Address) -> None:
+        was_running = self.runstate.is_running
+        source: PrecopySource | None = None
+        try:
+            self._conn = conn = await connect(addr)
+            source = PrecopySource(
+                self.machine, conn, self.config, self._counters, self.vm.stop,
+                on_active=lambda: self.outgoing.set(_S.ACTIVE),
+                on_pass=self._on_pass)
+            await source.run()
+            if self.config.capability("x-colo") and self.colo_hook is not None:
+                self.outgoing.set(_S.COLO)
+            else:
+                self.outgoing.set(_S.COMPLETED)
+                self.runstate.set(RunState.POSTMIGRATE)
+                log.info("migration to %s completed", uri)
+        except asyncio.CancelledError:
+            self._rollback(source, was_running)
+            self._finish_cancel()
+            if not self._cancel_requested:
+                raise
+        except Exception as err:  # noqa: BLE001 - any failure must roll back
+            self._error = str(err) or type(err).__name__
+            log.error("migration to %s failed: %s", uri, err,
+                      exc_info=not isinstance(err, MigrationError | MachineError | OSError))
+            self._rollback(source, was_running)
+            if not self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED):
+                self.outgoing.set(_S.FAILED)
+        if self.outgoing.status is _S.COLO and self.colo_hook is not None and source:
+            await self._colo(self.outgoing, self.colo_hook.enter_primary, source.conn)
+        elif self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    async def _colo(self, sm: StatusMachine,
+                    enter: Callable[[MigrationConnection], Awaitable[None]],
+                    conn: MigrationConnection) -> None:
+        """Hand the connection to COLO; it owns run state and machine until it returns."""
+        try:
+            await enter(conn)
+            sm.set_if(_S.COLO, _S.COMPLETED)
+        except (MigrationError, MachineError, ColoError, OSError) as err:
+            log.error("COLO ended with an error: %s", err)
+            if sm is self.outgoing:
+                self._error = str(err)
+            else:
+                self._in_error = str(err)
+            sm.set_if(_S.COLO, _S.FAILED)
+        finally:
+            conn.close()
+
+    def _on_pass(self, n: int) -> None:
+        if self.config.capability("events"):
+            self._emit("MIGRATION_PASS", {"pass": n})
+
+    def _rollback(self, source: PrecopySource | None, was_running: bool) -> None:
+        """Leave the source as it was: dirty logging off, guest running if it was."""
+        if self._conn is not None:
+            self._conn.abort()
+        if source is not None and source.dirty_logging:
+            try:
+                self.machine.dirty_log_stop()
+            except MachineError as err:
+                log.warning("dirty_log_stop after failed migration: %s", err)
+        if was_running and self.runstate.state is not RunState.SHUTDOWN:
+            self.vm.start()
+        elif self.runstate.state is RunState.FINISH_MIGRATE:
+            self.runstate.set(RunState.POSTMIGRATE)
+
+    def _finish_cancel(self) -> None:
+        if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
+            self.outgoing.set(_S.CANCELLING)
+        self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED)
+
+    def cancel(self) -> None:
+        """``migrate_cancel``: stop an outgoing migration; a no-op otherwise (QEMU)."""
+        if self.outgoing.status not in (_S.SETUP, _S.ACTIVE, _S.DEVICE, _S.PRE_SWITCHOVER):
+            return
+        self.outgoing.set(_S.CANCELLING)
+        self._cancel_requested = True
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- incoming -----------------------------------------------------------------
+    def incoming(self, uri: str) -> None:
+        """``-incoming URI`` / ``migrate-incoming``: listen and load in the background.
+
+        :raise QMPError: with QEMU's text; nothing changes then.
+        """
+        if self.incoming_status.is_running or self.incoming_status.status is _S.COLO:
+            raise QMPError("The incoming migration has already been started")
+        if self.runstate.state is not RunState.INMIGRATE:
+            raise QMPError("'-incoming' was not specified on the command line")
+        addr = parse_uri(uri)
+        try:
+            self._listener = Listener.open(addr)
+        except MigrationTransportError as err:
+            raise QMPError(str(err)) from err
+        self._in_error = None
+        self._last = self.incoming_status
+        self.incoming_status.set(_S.SETUP)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run_incoming(self._listener), name="migration-incoming")
+
+    @property
+    def incoming_address(self) -> list[dict[str, object]]:
+        """Where ``-incoming`` listens (QEMU SocketAddress list), or []."""
+        return self._listener.socket_address() if self._listener is not None else []
+
+    async def _run_incoming(self, listener: Listener) -> None:
+        dest: PrecopyDestination | None = None
+        try:
+            self._conn = conn = await listener.accept()
+            self.incoming_status.set(_S.ACTIVE)
+            dest = PrecopyDestination(self.machine, conn)
+            header = await dest.read_header()
+            if header.colo and (self.colo_hook is None or not self.config.capability("x-colo")):
+                raise MigrationError("ENABLE_COLO command come in migration stream, but "
+                                     "x-colo capability is not set")
+            await dest.receive(header)
+            await dest.acknowledge()
+            if header.colo and self.colo_hook is not None:
+                self.incoming_status.set(_S.COLO)
+            else:
+                if self.autostart:
+                    self.vm.start()
+                else:
+                    self.runstate.set(RunState.PAUSED)
+                self.incoming_status.set(_S.COMPLETED)
+            log.info("incoming migration completed")
+        except Exception as err:  # noqa: BLE001 - any failure must discard
+            self._in_error = str(err) or type(err).__name__
+            log.error("incoming migration failed: %s", err,
+                      exc_info=not isinstance(err, MigrationError | MachineError | OSError))
+            self.incoming_status.set(_S.FAILED)
+            if dest is not None:
+                await dest.report_failure(str(err))
+        except asyncio.CancelledError:
+            if self.incoming_status.is_running:
+                self._in_error = "incoming migration cancelled"
+                self.incoming_status.set(_S.FAILED)
+            if not self._cancel_requested:
+                raise
+        finally:
+            listener.close()
+            self._listener = None
+        if self.incoming_status.status is _S.COLO and self.colo_hook is not None and dest:
+            await self._colo(self.incoming_status, self.colo_hook.enter_secondary, dest.conn)
+        elif self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    # -- COLO and shutdown --------------------------------------------------------
+    def colo_completed(self) -> None:
+        """COLO failover: migration status ``colo → completed`` (either direction)."""
+        for sm in (self.outgoing, self.incoming_status):
+            sm.set_if(_S.COLO, _S.COMPLETED)
+
+    async def close(self) -> None:
+        """Cancel whatever runs (daemon shutdown) and wait for it to clean up."""
+        self._cancel_requested = True
+        if self._listener is not None:
+            self._listener.close()
+        task = self._task
+        if task is not None and not task.done():
+            if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
+                self.outgoing.set(_S.CANCELLING)
+            task.cancel()
+            await asyncio.wait([task])
