@@ -1,0 +1,199 @@
+"""The composition root: builds every layer, owns start-up and shutdown order.
+
+Users: :mod:`qmpd.cli` calls :func:`run_daemon`; tests start it as a subprocess.
+
+Start-up::
+
+    schema.json -> EventBus -> RunStateHolder -> CommandContext
+      -> [HOOK: machine, migration, colo: build, put on ctx, add to components]
+      -> handlers + dispatcher (refuses a schema/handler mismatch) -> QMP listeners
+      -> initial run state -> signals -> pidfile -> "ready" (-daemonize parent exits 0)
+
+Shutdown (``quit``, SIGTERM, SIGINT, SIGHUP)::
+
+    SHUTDOWN event -> stop accepting, remove socket files -> drain sessions (bounded)
+      -> close components in reverse order of registration -> remove pidfile -> exit 0
+
+Layers join by adding to :attr:`Daemon.components` (anything with ``async aclose()``)
+and to the :class:`CommandContext`; see the HOOK comments in :meth:`Daemon.start`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from qmpd.commands import load_handlers
+from qmpd.commands.base import version_info
+from qmpd.commands.context import CommandContext
+from qmpd.commands.dispatcher import CommandDispatcher
+from qmpd.config import DaemonConfig
+from qmpd.errors import QmpdError
+from qmpd.events import Event, EventBus
+from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.qmp import wire
+from qmpd.qmp.server import Listen, QMPServer
+from qmpd.schema import load as load_schema
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Component(Protocol):
+    """A long-lived part of the daemon that must be closed at shutdown."""
+
+    async def aclose(self) -> None:
+        """Release everything; bounded in time."""
+
+
+class Daemon:
+    """One qmpd process: one VM and its QMP monitors."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        #: closed in reverse order at shutdown, after the QMP sessions are drained
+        self.components: list[tuple[str, Component]] = []
+        self.server: QMPServer | None = None
+        self.ctx: CommandContext | None = None
+        self._stop = asyncio.Event()
+        self._cause = "host-signal"
+
+    def request_shutdown(self, cause: str) -> None:
+        """Begin a graceful shutdown (idempotent); ``cause`` is a ShutdownCause."""
+        if not self._stop.is_set():
+            log.info("shutdown requested (%s)", cause)
+            self._cause = cause
+            self._stop.set()
+
+    async def start(self) -> None:
+        """Build everything and start listening.
+
+        :raise QmpdError: schema problems or handler mismatch.
+        :raise OSError: a monitor address cannot be bound.
+        """
+        config = self.config
+        schema = load_schema(config.schema_path)
+        bus = EventBus(validate=schema.validate_event)
+        runstate = RunStateHolder()
+        ctx = CommandContext(runstate=runstate, events=bus, vm_name=config.name,
+                             shutdown=self.request_shutdown, schema=schema, config=config)
+        self.ctx = ctx
+        # HOOK(machine):   machine = Machine(machine_config_from(config))
+        #                  ctx.machine = machine; self.components.append(("machine", machine))
+        # HOOK(migration): ctx.migration = MigrationManager(...); append to components
+        # HOOK(colo):      ctx.colo = ColoManager(...); append to components
+        dispatcher = CommandDispatcher(ctx, load_handlers(), schema)
+        server = QMPServer(dispatcher, wire.greeting(version_info(), ["oob"]),
+                           max_message_bytes=config.max_message_bytes,
+                           max_event_backlog=config.max_event_backlog)
+        self.server = server
+        bus.subscribe(lambda ev: server.broadcast(_encode_event(ev)))
+        for monitor in config.monitors:
+            if monitor.wait:
+                log.warning("-qmp %s: wait=on is not supported, not waiting", monitor.kind)
+            await server.listen(Listen(monitor.kind, monitor.path, monitor.host, monitor.port))
+        if config.incoming is not None:
+            runstate.set(RunState.INMIGRATE)
+        elif not config.start_paused:
+            runstate.set(RunState.RUNNING)  # HOOK(machine): machine.resume() follows this
+        loop = asyncio.get_running_loop()
+        for signum in _SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        if config.pidfile:
+            _write_pidfile(config.pidfile)
+
+    def _on_signal(self, signum: int) -> None:
+        print(f"qmpd: terminating on signal {signum}", file=sys.stderr, flush=True)
+        self.request_shutdown("host-signal")
+
+    async def wait_and_stop(self) -> None:
+        """Wait for a shutdown request, then shut down in order."""
+        await self._stop.wait()
+        assert self.ctx is not None and self.server is not None
+        self.ctx.events.emit("SHUTDOWN", {"guest": False, "reason": self._cause})
+        await self.server.close_listeners()
+        await self.server.drain_sessions(self.config.drain_timeout)
+        for name, component in reversed(self.components):
+            try:
+                async with asyncio.timeout(self.config.drain_timeout * 2):
+                    await component.aclose()
+            except Exception:
+                log.exception("closing %s failed", name)
+        if self.config.pidfile:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.config.pidfile)
+        for signum in _SIGNALS:
+            asyncio.get_running_loop().remove_signal_handler(signum)
+
+
+def _write_pidfile(path: str) -> None:
+    """Write our pid (a tiny synchronous write, before any client is served)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _encode_event(event: Event) -> bytes:
+    return wire.event_message(event.name, event.data, event.seconds, event.microseconds)
+
+
+async def _main(config: DaemonConfig, ready: Callable[[bool], None]) -> int:
+    daemon = Daemon(config)
+    try:
+        await daemon.start()
+    except (QmpdError, OSError) as err:
+        print(f"qmpd: {err}", file=sys.stderr)
+        if daemon.server is not None:
+            await daemon.server.close_listeners()
+        ready(False)
+        return 1
+    ready(True)
+    await daemon.wait_and_stop()
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def _daemonize() -> Callable[[bool], None]:
+    """Fork; the parent exits when the child reports readiness (0) or failure (1)."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        status = os.read(read_fd, 1)
+        os._exit(0 if status == b"1" else 1)
+    os.close(read_fd)
+    os.setsid()
+
+    def ready(ok: bool) -> None:
+        os.write(write_fd, b"1" if ok else b"0")
+        os.close(write_fd)
+        if ok:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+    return ready
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    """Run qmpd until shutdown; returns the exit status."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 6000))  # QEMU's nesting limit 1024
+    ready: Callable[[bool], None] = _daemonize() if config.daemonize else (lambda ok: None)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_main(config, ready))

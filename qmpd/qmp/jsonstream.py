@@ -1,0 +1,484 @@
+"""Streaming JSON splitter with QEMU 7.2's lexer, streamer and parser semantics.
+
+Users: :mod:`qmpd.qmp.session` feeds it the bytes of one connection and pulls complete
+messages one at a time, so it can stop pulling when its request queue is full.
+
+QEMU's three stages (qobject/json-lexer.c, json-streamer.c, json-parser.c) are
+reproduced: the lexer cuts bytes into tokens (with QEMU's single-quote extension and
+its error recovery), the streamer counts braces/brackets and hands a token run to the
+parser when both counts are back to zero (or one went negative), the parser builds
+the value. Errors carry QEMU's texts (``JSON parse error, ...``), never an id, and
+parsing continues after them exactly where QEMU would continue::
+
+    bytes ──► lexer ──tokens──► streamer ──token run──► parser ──► value | ParseError
+               │ bad byte: "stray '%s'", then skip to a resync char ({ } [ ] or control)
+
+A fast path hands a complete ``{...}`` message from an ASCII buffer to the C JSON
+decoder; it is used only where its result is provably the same as QEMU's (no
+``\\u`` escapes, no duplicate keys, no NaN/Infinity, short enough that the nesting
+and size limits cannot apply). Everything else goes through the faithful slow path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+#: QEMU's MAX_NESTING (json-streamer.c).
+MAX_NESTING = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ParseError:
+    """A JSON parse error; the session answers it with a GenericError without id."""
+
+    desc: str
+
+
+class NeedMore:
+    """Sentinel type: no complete message in the buffer yet."""
+
+
+NEED_MORE = NeedMore()
+
+# Token types (json-lexer.h JSONTokenType).
+LCURLY, RCURLY, LSQUARE, RSQUARE, COLON, COMMA = range(6)
+INTEGER, FLOAT, KEYWORD, STRING, ERROR = range(6, 11)
+
+# Lexer states (json-lexer.c).
+(S_START, S_RECOVERY, S_DQ, S_DQ_ESC, S_SQ, S_SQ_ESC, S_ZERO, S_DIGITS, S_SIGN,
+ S_MANTISSA, S_MANTISSA_DIGITS, S_EXP_E, S_EXP_SIGN, S_EXP_DIGITS, S_KEYWORD) = range(15)
+
+_PUNCT = {ord("{"): LCURLY, ord("}"): RCURLY, ord("["): LSQUARE, ord("]"): RSQUARE,
+          ord(":"): COLON, ord(","): COMMA}
+_WS = frozenset(b" \t\r\n")
+_DIGIT = frozenset(b"0123456789")
+_LOWER = frozenset(b"abcdefghijklmnopqrstuvwxyz")
+_WS_RUN = re.compile(rb"[ \t\r\n]+")
+_DQ_RUN = re.compile(rb'[^"\\\x00-\x1f\xfe\xff]+')
+_SQ_RUN = re.compile(rb"[^'\\\x00-\x1f\xfe\xff]+")
+_RECOVERY_RUN = re.compile(rb"[^\x00-\x08\x0a-\x1f\xfe\xff\[\]{}]+")
+_DIGITS_RUN = re.compile(rb"[0-9]+")
+_KEYWORD_RUN = re.compile(rb"[a-z]+")
+_FAST_WS = re.compile(r"[ \t\r\n]*")
+_FAST_LIMIT = 2048  # below this a message cannot reach MAX_NESTING
+
+
+class _Reject(Exception):
+    """Raised inside the fast decoder: let the faithful path decide."""
+
+
+def _reject_constant(name: str) -> object:
+    raise _Reject(name)
+
+
+def _fast_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Reject("duplicate key")
+    return result
+
+
+def _qemu_int(text: str) -> int | float:
+    """QEMU keeps integers in int64 or uint64 and falls back to a double."""
+    value = int(text)
+    if -(1 << 63) <= value < (1 << 64):
+        return value
+    return float(text)
+
+
+_FAST_DECODER = json.JSONDecoder(object_pairs_hook=_fast_pairs,
+                                 parse_constant=_reject_constant, parse_int=_qemu_int)
+
+
+class JSONStreamer:
+    """Incremental QMP input splitter for one connection.
+
+    :param max_bytes: limit on the summed token size of one message (QEMU: 64 MiB);
+        exceeding it gives ``JSON token size limit exceeded``.
+    :param max_tokens: limit on the token count of one message (QEMU: 2 Mi);
+        exceeding it gives ``JSON token count limit exceeded``.
+    """
+
+    def __init__(self, max_bytes: int = 8 << 20, max_tokens: int = 256 << 10) -> None:
+        self.max_bytes = max_bytes
+        self.max_tokens = max_tokens
+        self._buf = b""
+        self._pos = 0
+        self._state = S_START
+        self._tok = bytearray()
+        self._tokens: list[tuple[int, bytes]] = []
+        self._braces = 0
+        self._brackets = 0
+        self._token_size = 0
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        if self._pos:
+            self._buf = self._buf[self._pos:] + data
+            self._pos = 0
+        else:
+            self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed by the lexer."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> object:
+        """Return the next message (a JSON value or :class:`ParseError`) or NEED_MORE."""
+        if self._state == S_START and not self._tokens and not self._tok:
+            fast = self._fast()
+            if fast is not None:
+                return fast
+        return self._lex()
+
+    # -- fast path ---------------------------------------------------------------
+
+    def _fast(self) -> object | None:
+        buf = self._buf
+        pos = self._pos
+        if not buf.isascii():
+            return None
+        text = buf.decode("ascii")
+        start = _FAST_WS.match(text, pos).end()  # type: ignore[union-attr]
+        if start == len(text):
+            self._buf, self._pos = b"", 0
+            return NEED_MORE
+        if text[start] != "{":
+            return None
+        try:
+            value, end = _FAST_DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError, _Reject):
+            return None
+        if end - start > _FAST_LIMIT or "\\u" in text[start:end]:
+            return None
+        self._pos = end
+        result: object = value
+        return result
+
+    # -- lexer (json-lexer.c) ------------------------------------------------------
+
+    def _lex(self) -> object:
+        buf = self._buf
+        n = len(buf)
+        i = self._pos
+        tok = self._tok
+        while i < n:
+            st = self._state
+            c = buf[i]
+            result: object = None
+            if st == S_START:
+                if c in _WS:
+                    i = _WS_RUN.match(buf, i).end()  # type: ignore[union-attr]
+                    continue
+                i += 1
+                kind = _PUNCT.get(c)
+                if kind is not None:
+                    result = self._token(kind, bytes((c,)))
+                elif c == 0x22:
+                    tok.append(c)
+                    self._state = S_DQ
+                elif c == 0x27:
+                    tok.append(c)
+                    self._state = S_SQ
+                elif c == 0x30:
+                    tok.append(c)
+                    self._state = S_ZERO
+                elif c in _DIGIT:
+                    tok.append(c)
+                    self._state = S_DIGITS
+                elif c == 0x2D:
+                    tok.append(c)
+                    self._state = S_SIGN
+                elif c in _LOWER:
+                    tok.append(c)
+                    self._state = S_KEYWORD
+                else:
+                    tok.append(c)
+                    result = self._error()
+            elif st == S_RECOVERY:
+                m = _RECOVERY_RUN.match(buf, i)
+                if m is not None:
+                    i = m.end()
+                else:
+                    self._state = S_START
+            elif st in (S_DQ, S_SQ):
+                m = (_DQ_RUN if st == S_DQ else _SQ_RUN).match(buf, i)
+                if m is not None:
+                    tok += buf[i:m.end()]
+                    i = m.end()
+                    if len(tok) > self.max_bytes:
+                        result = self._oversized()
+                    else:
+                        continue
+                else:
+                    i += 1
+                    tok.append(c)
+                    if c == 0x5C:
+                        self._state = S_DQ_ESC if st == S_DQ else S_SQ_ESC
+                    elif c == (0x22 if st == S_DQ else 0x27):
+                        result = self._token(STRING, bytes(tok))
+                    else:
+                        result = self._error()
+            elif st in (S_DQ_ESC, S_SQ_ESC):
+                i += 1
+                tok.append(c)
+                if 0x20 <= c <= 0xFD:
+                    self._state = S_DQ if st == S_DQ_ESC else S_SQ
+                else:
+                    result = self._error()
+            elif st == S_KEYWORD:
+                m = _KEYWORD_RUN.match(buf, i)
+                if m is not None:
+                    tok += buf[i:m.end()]
+                    i = m.end()
+                    continue
+                if c < 0x80:
+                    result = self._token(KEYWORD, bytes(tok))
+                else:
+                    i += 1
+                    tok.append(c)
+                    result = self._error()
+            else:
+                i, result = self._lex_number(buf, i, st, c)
+            if result is not None:
+                self._pos = i
+                return result
+        self._pos = i
+        return NEED_MORE
+
+    def _lex_number(self, buf: bytes, i: int, st: int, c: int) -> tuple[int, object]:
+        """One step of the number states; returns the new index and a result or None."""
+        tok = self._tok
+        if c in _DIGIT and st in (S_DIGITS, S_MANTISSA_DIGITS, S_EXP_DIGITS):
+            end = _DIGITS_RUN.match(buf, i).end()  # type: ignore[union-attr]
+            tok += buf[i:end]
+            return end, None
+        nxt: int | None = None
+        terminal: int | None = None
+        if st == S_SIGN:
+            nxt = S_ZERO if c == 0x30 else (S_DIGITS if c in _DIGIT else None)
+        elif st == S_ZERO:
+            nxt = S_MANTISSA if c == 0x2E else None
+            terminal = None if c in _DIGIT else INTEGER
+        elif st == S_DIGITS:
+            nxt = S_EXP_E if c in (0x65, 0x45) else (S_MANTISSA if c == 0x2E else None)
+            terminal = INTEGER
+        elif st == S_MANTISSA:
+            nxt = S_MANTISSA_DIGITS if c in _DIGIT else None
+        elif st == S_MANTISSA_DIGITS:
+            nxt = S_EXP_E if c in (0x65, 0x45) else None
+            terminal = FLOAT
+        elif st == S_EXP_E:
+            nxt = S_EXP_SIGN if c in (0x2B, 0x2D) else (S_EXP_DIGITS if c in _DIGIT else None)
+        elif st == S_EXP_SIGN:
+            nxt = S_EXP_DIGITS if c in _DIGIT else None
+        else:  # S_EXP_DIGITS
+            terminal = FLOAT
+        if nxt is not None:
+            tok.append(c)
+            self._state = nxt
+            return i + 1, None
+        if terminal is not None and c < 0x80:
+            return i, self._token(terminal, bytes(tok))
+        tok.append(c)
+        return i + 1, self._error()
+
+    def _error(self) -> ParseError:
+        text = bytes(self._tok).decode("utf-8", "replace")
+        self._tok.clear()
+        self._state = S_RECOVERY
+        return self._emit_error(f"JSON parse error, stray '{text}'")
+
+    def _oversized(self) -> ParseError:
+        self._tok.clear()
+        self._state = S_START
+        return self._emit_error("JSON token size limit exceeded")
+
+    # -- streamer (json-streamer.c) ------------------------------------------------
+
+    def _token(self, kind: int, text: bytes) -> object:
+        self._tok.clear()
+        self._state = S_START
+        if kind == LCURLY:
+            self._braces += 1
+        elif kind == RCURLY:
+            self._braces -= 1
+        elif kind == LSQUARE:
+            self._brackets += 1
+        elif kind == RSQUARE:
+            self._brackets -= 1
+        if self._token_size + len(text) + 1 > self.max_bytes:
+            return self._emit_error("JSON token size limit exceeded")
+        if len(self._tokens) + 1 > self.max_tokens:
+            return self._emit_error("JSON token count limit exceeded")
+        if self._braces + self._brackets > MAX_NESTING:
+            return self._emit_error("JSON nesting depth limit exceeded")
+        self._tokens.append((kind, text))
+        self._token_size += len(text)
+        if (self._braces > 0 or self._brackets > 0) and self._braces >= 0 \
+                and self._brackets >= 0:
+            return None
+        tokens = self._tokens
+        self._reset()
+        return _Parser(tokens).parse()
+
+    def _emit_error(self, desc: str) -> ParseError:
+        self._reset()
+        return ParseError(desc)
+
+    def _reset(self) -> None:
+        self._tokens = []
+        self._braces = self._brackets = 0
+        self._token_size = 0
+
+
+class _Fail(Exception):
+    """First parse error; QEMU keeps only the first one."""
+
+
+_ESCAPES = {ord('"'): '"', ord("'"): "'", ord("\\"): "\\", ord("/"): "/", ord("b"): "\b",
+            ord("f"): "\f", ord("n"): "\n", ord("r"): "\r", ord("t"): "\t"}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class _Parser:
+    """QEMU's recursive-descent parser over one balanced token run (json-parser.c)."""
+
+    def __init__(self, tokens: list[tuple[int, bytes]]) -> None:
+        self.tokens = tokens
+        self.i = 0
+
+    def parse(self) -> object:
+        try:
+            return self.value()
+        except _Fail as err:
+            return ParseError(f"JSON parse error, {err}")
+
+    def peek(self) -> tuple[int, bytes]:
+        if self.i >= len(self.tokens):
+            raise _Fail("premature EOI")
+        return self.tokens[self.i]
+
+    def pop(self) -> tuple[int, bytes]:
+        token = self.peek()
+        self.i += 1
+        return token
+
+    def value(self) -> object:
+        kind, text = self.peek()
+        if kind == LCURLY:
+            return self.obj()
+        if kind == LSQUARE:
+            return self.array()
+        self.i += 1
+        if kind == STRING:
+            return _string(text)
+        if kind == INTEGER:
+            return _integer(text)
+        if kind == FLOAT:
+            return float(text)
+        if kind == KEYWORD:
+            if text == b"true":
+                return True
+            if text == b"false":
+                return False
+            if text == b"null":
+                return None
+            raise _Fail(f"invalid keyword '{text.decode()}'")
+        raise _Fail("expecting value")
+
+    def obj(self) -> dict[str, object]:
+        self.i += 1
+        result: dict[str, object] = {}
+        if self.peek()[0] == RCURLY:
+            self.i += 1
+            return result
+        self.pair(result)
+        kind = self.pop()[0]
+        while kind != RCURLY:
+            if kind != COMMA:
+                raise _Fail("expected separator in dict")
+            self.pair(result)
+            kind = self.pop()[0]
+        return result
+
+    def pair(self, result: dict[str, object]) -> None:
+        self.peek()
+        key = self.value()
+        if not isinstance(key, str):
+            raise _Fail("key is not a string in object")
+        if self.pop()[0] != COLON:
+            raise _Fail("missing : in object pair")
+        value = self.value()
+        if key in result:
+            raise _Fail("duplicate key")
+        result[key] = value
+
+    def array(self) -> list[object]:
+        self.i += 1
+        result: list[object] = []
+        if self.peek()[0] == RSQUARE:
+            self.i += 1
+            return result
+        result.append(self.value())
+        kind = self.pop()[0]
+        while kind != RSQUARE:
+            if kind != COMMA:
+                raise _Fail("expected separator in list")
+            result.append(self.value())
+            kind = self.pop()[0]
+        return result
+
+
+def _integer(text: bytes) -> int | float:
+    return _qemu_int(text.decode())
+
+
+def _string(text: bytes) -> str:
+    """Decode a string token (quotes included) as json-parser.c parse_string."""
+    body = text[1:-1]
+    if b"\\" not in body:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Fail("invalid UTF-8 sequence in string") from None
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    while i < n:
+        j = body.find(b"\\", i)
+        if j < 0:
+            j = n
+        try:
+            out.append(body[i:j].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _Fail("invalid UTF-8 sequence in string") from None
+        if j == n:
+            break
+        esc = body[j + 1]
+        if esc != 0x75:  # not 'u'
+            if esc not in _ESCAPES:
+                raise _Fail("invalid escape sequence in string")
+            out.append(_ESCAPES[esc])
+            i = j + 2
+            continue
+        hexdigits = body[j + 2:j + 6]
+        if len(hexdigits) < 4 or not all(h in _HEX for h in hexdigits):
+            raise _Fail("invalid hex escape sequence in string")
+        cp = int(hexdigits, 16)
+        i = j + 6
+        if 0xD800 <= cp <= 0xDBFF and body[i:i + 2] == b"\\u":
+            trail = body[i + 2:i + 6]
+            tcp = int(trail, 16) if len(trail) == 4 and all(h in _HEX for h in trail) else -1
+            if 0xDC00 <= tcp <= 0xDFFF:
+                cp = 0x10000 + ((cp & 0x3FF) << 10) + (tcp & 0x3FF)
+                i += 6
+            else:
+                cp = 0xFFFD
+        if 0xD800 <= cp <= 0xDFFF:
+            raise _Fail(f"\\u{hexdigits.decode()} is not a valid Unicode character")
+        out.append(chr(cp))
+    return "".join(out)
