@@ -98,9 +98,6 @@ class MachineConfig:
                 f"-accel: invalid accelerator '{self.accel}' (expected kvm, tcg or kvm:tcg)")
         if self.mem_bytes <= 0:
             raise MachineConfigError("-m: memory size must be greater than 0")
-        if self.mem_bytes % (2 * MiB):
-            raise MachineConfigError(
-                f"-m: memory size must be a multiple of 2M, not {self.mem_bytes}")
         if self.mem_bytes > MAX_MEM_BYTES:
             raise MachineConfigError(f"-m: {self.mem_bytes // MiB}M exceeds the maximum "
                                      f"{MAX_MEM_BYTES // GiB}G")
@@ -108,6 +105,9 @@ class MachineConfig:
         if self.mem_bytes > host:
             raise MachineConfigError(f"-m: {self.mem_bytes // MiB}M exceeds the host's memory "
                                      f"({host // MiB}M)")
+        if self.mem_bytes % (2 * MiB):
+            raise MachineConfigError(
+                f"-m: memory size must be a multiple of 2M, not {self.mem_bytes}")
         self.guest.validate()
         if WS_GPA + self.guest.wss_bytes > self.mem_bytes:
             raise MachineConfigError(
@@ -131,7 +131,9 @@ def parse_accel(text: str) -> str:
     spec = text.strip()
     if spec.startswith("accel="):
         spec = spec[len("accel="):]
-    spec = spec.split(",", 1)[0]
+    spec, _, options = spec.partition(",")
+    if options:
+        raise MachineConfigError(f"-accel: invalid parameter '{options.split(',')[0]}'")
     if spec not in ACCELS:
         raise MachineConfigError(
             f"-accel: invalid accelerator '{text}' (expected kvm, tcg or kvm:tcg)")

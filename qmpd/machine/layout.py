@@ -9,7 +9,7 @@ TCG CPU and tests. The guest program (``guest/counter.S``) hard-codes ``CONFIG_G
     0x000000  unused
     0x001000  config page     (VMM writes at boot; guest only reads)
     0x002000  ring header     prod u64 @+0 (guest), cons u64 @+64 (VMM mirror of device state)
-    0x003000  PML4, 0x004000 PDPT, 0x005000.. one PD per GiB (2 MiB pages, P|RW|US|PS)
+    0x003000  PML4, 0x004000 PDPT, 0x005000.. one PD per GiB (2 MiB pages, A/D preset)
     0x050000  TSS             I/O permission bitmap opening every port (CPL3 `out` → exit)
     0x080000  guest code      (entry at offset 0)
     0x100000  output ring     RING_SLOTS x 64-byte slots: byte 0 = length, text right-aligned
@@ -43,6 +43,8 @@ SLOT_BYTES = 64
 RING_SLOTS = 16384
 WS_GPA = 0x200000
 
+PTE_TABLE = 0x27  # P | RW | US | A
+PTE_2M = 0xE7     # P | RW | US | A | D | PS
 GUEST_MAGIC = 0x31544E4344504D51  # "QMPDCNT1"
 PORT_DOORBELL = 0x510
 PORT_ERROR = 0x511
@@ -73,11 +75,13 @@ def write_boot_image(ram: np.ndarray, mem_bytes: int, guest: GuestConfig,
     npds = -(-mem_bytes // (1 << 30))
     tables = ram[PML4_GPA:PD_GPA + npds * PAGE].view(np.uint64)
     tables[:] = 0
-    tables[0] = PDPT_GPA | 0x7
+    # Accessed (and, on 2 MiB pages, Dirty) bits are preset so the guest's MMU never
+    # writes its page tables: no page-table page ever shows up in the dirty log.
+    tables[0] = PDPT_GPA | PTE_TABLE
     pdpt = (PDPT_GPA - PML4_GPA) // 8
-    tables[pdpt:pdpt + npds] = PD_GPA + PAGE * np.arange(npds, dtype=np.uint64) | 0x7
+    tables[pdpt:pdpt + npds] = PD_GPA + PAGE * np.arange(npds, dtype=np.uint64) | PTE_TABLE
     pd = (PD_GPA - PML4_GPA) // 8
-    tables[pd:pd + 512 * npds] = (np.arange(512 * npds, dtype=np.uint64) << 21) | 0x87
+    tables[pd:pd + 512 * npds] = (np.arange(512 * npds, dtype=np.uint64) << 21) | PTE_2M
     ram[TSS_GPA:TSS_GPA + TSS_LIMIT + 1] = 0
     ram[TSS_GPA + 102:TSS_GPA + 104] = np.frombuffer(struct.pack("<H", TSS_IOMAP_OFF), np.uint8)
     ram[TSS_GPA + TSS_LIMIT] = 0xFF

@@ -188,8 +188,8 @@ class VcpuThread:
         if isinstance(exit_, ex.Interrupted):
             return
         if isinstance(exit_, ex.IoOut) and exit_.port == layout.PORT_DOORBELL:
-            self.ring.drain()
-            if exit_.value == layout.DOORBELL_FULL:
+            drained = self.ring.drain()
+            if exit_.value == layout.DOORBELL_FULL and not drained:
                 self._backpressure()
             return
         if isinstance(exit_, ex.IoOut) and exit_.port == layout.PORT_ERROR:
@@ -198,7 +198,8 @@ class VcpuThread:
             self._fail(f"unexpected vCPU exit {exit_}")
 
     def _backpressure(self) -> None:
-        """Ring full and GuestOutput over its cap: wait for a reader (or a request)."""
+        """Ring still full because GuestOutput is over its cap: wait for a reader (or a
+        request) instead of spinning through doorbell exits."""
         while self.ring.output.full() and self._queue.empty():
             self.ring.output.wait_space(0.01)
         self.ring.drain()
