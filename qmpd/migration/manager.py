@@ -93,6 +93,11 @@ class MigrationManager:
         return any(sm.is_running or sm.status is _S.COLO
                    for sm in (self.outgoing, self.incoming_status))
 
+    @property
+    def status(self) -> MigrationStatus:
+        """The status of the latest migration (either direction); ``none`` before any."""
+        return self._last.status if self._last is not None else _S.NONE
+
     def query(self) -> dict[str, object]:
         """``query-migrate``: QEMU 7.2's MigrationInfo for the latest migration."""
         if self._last is None:

@@ -215,6 +215,8 @@ class StreamDecoder:
             raise MigrationStreamError(f"section header: got {len(buf)} of "
                                        f"{SECTION.size} bytes")
         raw_type, length, crc = SECTION.unpack(buf)
+        if bytes(buf[1:4]) != b"\0\0\0":
+            raise MigrationStreamError("section header: reserved bytes are not zero")
         try:
             kind = SectionType(raw_type)
         except ValueError:

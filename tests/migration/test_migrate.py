@@ -1,0 +1,186 @@
+"""In-process live migrations between two real machines over real unix and tcp sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from qmpd.errors import QMPError
+from qmpd.machine.runstate import RunState
+from tests.migration.conftest import (
+    MiB,
+    NodeFactory,
+    check_stream,
+    outgoing_uri,
+    progress,
+    wait_final,
+    wait_status,
+)
+
+LIBVIRT_STATUSES = {"setup", "active", "pre-switchover", "device", "postcopy-active",
+                    "postcopy-paused", "postcopy-recover", "completed", "failed",
+                    "cancelling", "cancelled", "wait-unplug"}
+
+
+def libvirt_parse(info: dict[str, object]) -> None:
+    """libvirt's qemuMonitorJSONGetMigrationStatsReply rules (qmp-clients.md §4.4)."""
+    status = info["status"]
+    assert status in LIBVIRT_STATUSES
+    if status in ("active", "completed", "cancelling", "device", "pre-switchover"):
+        ram = info.get("ram")
+        if ram is not None:
+            assert isinstance(ram, dict)
+            for key in ("transferred", "remaining", "total"):
+                assert isinstance(ram[key], int)
+    if status == "failed":
+        assert isinstance(info.get("error-desc", ""), str)
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_migrate_running_guest(make_node: NodeFactory, kind: str, tmp_path: object
+                                     ) -> None:
+    src = make_node(dirty_pages=64)
+    dst = make_node(incoming=True, autostart=False, dirty_pages=64)
+    assert src.manager.query() == {}
+    await progress(src)
+    uri = outgoing_uri(dst, kind, str(tmp_path))
+    assert dst.manager.query()["status"] == "setup"
+    src.manager.start(uri)
+    assert await wait_final(src) == "completed"
+    assert await wait_final(dst) == "completed"
+    # -S: the destination is loaded and paused; RAM equals the source's at its stop point.
+    assert src.runstate.state is RunState.POSTMIGRATE and not src.machine.running
+    assert dst.runstate.state is RunState.PAUSED and not dst.machine.running
+    assert src.ram_hash() == dst.ram_hash()
+    src.drain()
+    dst.manager.vm.start()
+    await progress(dst)
+    report = check_stream(src, dst)
+    assert report.first_seq == 0
+    info = src.manager.query()
+    libvirt_parse(info)
+    ram = info["ram"]
+    assert isinstance(ram, dict)
+    assert ram["total"] == 64 * MiB and ram["remaining"] == 0
+    assert ram["normal"] > 0 and ram["duplicate"] > 0 and ram["dirty-sync-count"] >= 2
+    assert {"setup-time", "total-time", "downtime"} <= set(info)
+    assert src.names("MIGRATION", "STOP") == [
+        "MIGRATION:setup", "MIGRATION:active", "STOP", "MIGRATION:completed"]
+    assert src.names()[:3] == ["MIGRATION:setup", "MIGRATION_PASS", "MIGRATION:active"]
+    assert dst.names("MIGRATION") == ["MIGRATION:setup", "MIGRATION:active",
+                                      "MIGRATION:completed"]
+    assert dst.manager.query() == {"status": "completed"}
+
+
+async def test_destination_runs_unless_dash_s(make_node: NodeFactory, tmp_path: object
+                                              ) -> None:
+    src = make_node(events=False)
+    dst = make_node(incoming=True, events=False)
+    await progress(src)
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    assert await wait_final(src) == "completed"
+    assert await wait_final(dst) == "completed"
+    assert dst.runstate.state is RunState.RUNNING and dst.machine.running
+    await progress(dst)
+    check_stream(src, dst)
+    # Without capability events only the incoming side's setup is emitted (QEMU).
+    assert src.names("MIGRATION") == []
+    assert dst.names("MIGRATION", "RESUME") == ["MIGRATION:setup", "RESUME"]
+
+
+async def test_query_migrate_while_active_and_bandwidth_honoured(
+        make_node: NodeFactory, tmp_path: object) -> None:
+    src = make_node(wss_bytes=16 * MiB)
+    dst = make_node(incoming=True, wss_bytes=16 * MiB)
+    await progress(src)
+    await asyncio.sleep(0.3)  # let the guest touch its whole working set
+    src.manager.config.set_parameters({"max-bandwidth": 32 * MiB})
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    await wait_status(src, "active")
+    await asyncio.sleep(0.2)
+    info = src.manager.query()
+    libvirt_parse(info)
+    assert info["status"] == "active"
+    ram = info["ram"]
+    assert isinstance(ram, dict)
+    assert 0 < ram["transferred"] < 16 * MiB and ram["remaining"] > 0
+    assert "expected-downtime" in info and "total-time" in info
+    with pytest.raises(QMPError, match="There's a migration process in progress"):
+        src.manager.config.set_capabilities([{"capability": "events", "state": False}])
+    with pytest.raises(QMPError, match="There's a migration process in progress"):
+        src.manager.start("unix:/nonexistent")
+    src.manager.config.set_parameters({"max-bandwidth": 0})  # takes effect mid-migration
+    assert await wait_final(src) == "completed"
+    info = src.manager.query()
+    libvirt_parse(info)
+    assert isinstance(info["ram"], dict) and info["ram"]["mbps"] > 0
+    assert int(str(info["total-time"])) >= 300
+
+
+async def test_cancel_midway_leaves_source_running(make_node: NodeFactory, tmp_path: object
+                                                   ) -> None:
+    src = make_node(wss_bytes=32 * MiB)
+    dst = make_node(incoming=True, wss_bytes=32 * MiB)
+    await asyncio.sleep(0.3)
+    src.manager.config.set_parameters({"max-bandwidth": 16 * MiB})
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    await wait_status(src, "active")
+    await asyncio.sleep(0.2)
+    src.manager.cancel()
+    assert src.manager.query()["status"] == "cancelling"
+    assert await wait_final(src) == "cancelled"
+    assert src.runstate.state is RunState.RUNNING and src.machine.running
+    await progress(src)
+    check_stream(src)
+    assert src.names("MIGRATION")[-2:] == ["MIGRATION:cancelling", "MIGRATION:cancelled"]
+    assert await wait_final(dst) == "failed"
+    assert not dst.machine.running and dst.runstate.state is RunState.INMIGRATE
+    assert dst.out == b""
+    src.manager.cancel()  # no-op once over
+
+
+async def test_destination_error_reported_on_return_path(make_node: NodeFactory,
+                                                         tmp_path: object) -> None:
+    src = make_node(mem=64 * MiB)
+    dst = make_node(mem=32 * MiB, incoming=True)
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    assert await wait_final(src) == "failed"
+    desc = src.manager.query()["error-desc"]
+    assert "source RAM is 67108864 bytes, this guest has 33554432" in str(desc)
+    assert src.runstate.state is RunState.RUNNING and src.machine.running
+    await progress(src)
+    check_stream(src)
+    assert await wait_final(dst) == "failed"
+    assert "source RAM" in str(dst.manager.query()["error-desc"])
+    assert not dst.machine.running
+
+
+async def test_connect_failure(make_node: NodeFactory, tmp_path: object) -> None:
+    src = make_node()
+    src.manager.start(f"unix:{tmp_path}/nobody")
+    assert await wait_final(src) == "failed"
+    assert "Failed to connect to" in str(src.manager.query()["error-desc"])
+    assert src.runstate.state is RunState.RUNNING
+
+
+async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> None:
+    src = make_node()
+    dst = make_node(incoming=True)
+    with pytest.raises(QMPError, match="Cannot resume if there is no paused migration"):
+        src.manager.start("unix:/x", resume=True)
+    with pytest.raises(QMPError, match="Parameter .uri. expects a valid migration protocol$"):
+        src.manager.start("exec:cat")
+    with pytest.raises(QMPError, match="'-incoming' was not specified on the command line"):
+        src.manager.incoming("unix:/x")
+    with pytest.raises(QMPError, match="Guest is waiting for an incoming migration"):
+        dst.manager.start("unix:/x")
+    uri = outgoing_uri(dst, "unix", str(tmp_path))
+    with pytest.raises(QMPError, match="The incoming migration has already been started"):
+        dst.manager.incoming(uri)
+    src.manager.start(uri)
+    assert await wait_final(src) == "completed"
+    with pytest.raises(QMPError, match="Can't migrate the vm that was paused due to "
+                                       "previous migration"):
+        src.manager.start(uri)
+    assert src.manager.query()["status"] == "completed"
