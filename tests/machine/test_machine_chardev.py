@@ -39,7 +39,7 @@ async def test_unix_server_drops_output_without_a_client(tmp_path: Path) -> None
         assert dev.dropped == 11
     finally:
         dev.close()
-    assert not os.path.exists(path)
+    assert not await asyncio.to_thread(os.path.exists, path)
 
 
 async def test_wait_on_waits_for_the_first_client(tmp_path: Path) -> None:
