@@ -1,0 +1,158 @@
+"""Shared test helpers: real ``qmpd`` subprocesses on real sockets, a raw QMP line client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Qmpd:
+    """A running qmpd process."""
+
+    proc: subprocess.Popen[bytes]
+    path: str
+    port: int | None
+    args: list[str] = field(default_factory=list)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
+
+    def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode()
+
+
+def start_qmpd(tmp: Path, *extra: str, tcp: bool = False, name: str = "qmp.sock") -> Qmpd:
+    """Start ``python -m qmpd`` with a UNIX monitor (and a TCP one) and wait for it."""
+    path = str(tmp / name)
+    port = free_port() if tcp else None
+    args = [sys.executable, "-m", "qmpd", "-qmp", f"unix:{path},server=on,wait=off"]
+    if port is not None:
+        args += ["-qmp", f"tcp:127.0.0.1:{port},server=on,wait=off"]
+    args += list(extra)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.monotonic() + 15
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"qmpd did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.02)
+    if port is not None:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.02)
+    return Qmpd(proc, path, port, args)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Qmpd]:
+    """One qmpd (UNIX + TCP, -name testvm) shared by a test module."""
+    d = start_qmpd(tmp_path_factory.mktemp("qmpd"), "-name", "testvm", tcp=True)
+    yield d
+    assert d.stop() == 0
+
+
+@pytest.fixture
+def own_daemon(tmp_path: Path) -> Iterator[Qmpd]:
+    """A qmpd for one test (for quit, signals, events)."""
+    d = start_qmpd(tmp_path, tcp=True)
+    yield d
+    if d.proc.poll() is None:
+        d.stop()
+
+
+class Raw:
+    """A byte-level QMP client: sends exactly what it is given, reads CRLF lines."""
+
+    def __init__(self, path: str | tuple[str, int], read_greeting: bool = True) -> None:
+        fam = socket.AF_UNIX if isinstance(path, str) else socket.AF_INET
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+        self.buf = b""
+        self.greeting: dict[str, Any] | None = None
+        if read_greeting:
+            self.greeting = self.read()
+
+    def send(self, data: bytes | str | dict[str, Any]) -> None:
+        if isinstance(data, dict):
+            data = json.dumps(data)
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        """Next raw line including its CRLF."""
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise EOFError(self.buf)
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def read(self) -> dict[str, Any]:
+        raw = self.line()
+        assert raw.endswith(b"\r\n"), raw
+        value = json.loads(raw)
+        assert isinstance(value, dict)
+        return value
+
+    def cmd(self, request: dict[str, Any] | str | bytes) -> dict[str, Any]:
+        self.send(request)
+        return self.read()
+
+    def negotiate(self, oob: bool = False) -> None:
+        args = {"enable": ["oob"]} if oob else {}
+        assert self.cmd({"execute": "qmp_capabilities", "arguments": args}) == {"return": {}}
+
+    def at_eof(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b"" and not self.buf
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(daemon: Qmpd) -> Iterator[Raw]:
+    """A negotiated raw client on the shared daemon."""
+    client = Raw(daemon.path)
+    client.negotiate()
+    yield client
+    client.close()
+
+
+def error(desc: str, cls: str = "GenericError", **extra: Any) -> dict[str, Any]:
+    """An expected error reply."""
+    reply: dict[str, Any] = {"error": {"class": cls, "desc": desc}}
+    reply.update(extra)
+    return reply
