@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import cast
 
 import numpy as np
 
@@ -49,7 +48,7 @@ def _make_accel(config: MachineConfig, ram: GuestRam) -> Accel:
 def _make_tcg(ram: GuestRam) -> Accel:
     from qmpd.machine.tcg import TcgAccel  # unicorn is imported only when tcg is used
 
-    return cast(Accel, TcgAccel(ram))
+    return TcgAccel(ram)
 
 
 class Machine:

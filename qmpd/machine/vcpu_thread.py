@@ -23,6 +23,7 @@ import enum
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Bound on every request/answer round trip.
 REQUEST_TIMEOUT = 10.0
+#: How often a waiting requester re-kicks the vCPU.
+KICK_INTERVAL = 0.01
 
 
 class Cpu(Protocol):
@@ -117,9 +120,16 @@ class VcpuThread:
             raise MachineStateError("the vCPU has finished")
         req = _Request(kind, fn)
         self._queue.put(req)
-        self.cpu.kick(self._thread.ident)
-        if not req.done.wait(timeout):
-            raise VcpuTimeoutError(f"vCPU did not answer '{kind.value}' within {timeout:g}s")
+        deadline = time.monotonic() + timeout
+        while True:
+            # Re-kick while waiting: a kick can land just before the CPU enters guest
+            # mode (TCG has no immediate_exit); a repeated kick is harmless.
+            self.cpu.kick(self._thread.ident)
+            if req.done.wait(min(KICK_INTERVAL, max(0.0, deadline - time.monotonic()))):
+                break
+            if time.monotonic() >= deadline:
+                raise VcpuTimeoutError(
+                    f"vCPU did not answer '{kind.value}' within {timeout:g}s")
         if req.error is not None:
             raise req.error
         return req.result

@@ -142,3 +142,23 @@ def test_state_calls_refused_while_running(make_machine: MachineFactory) -> None
     with pytest.raises(MachineStateError, match="paus"):
         m.load_state(blob)
     m.pause()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/kvm"), reason="needs /dev/kvm")
+@pytest.mark.parametrize(("src_accel", "dst_accel"), [("kvm", "tcg"), ("tcg", "kvm")])
+def test_state_moves_between_accelerators(src_accel: str, dst_accel: str) -> None:
+    from qmpd.machine import GuestConfig, MachineConfig
+
+    def build(accel: str) -> Machine:
+        return Machine(MachineConfig(mem_bytes=32 * MiB, accel=accel,
+                                     guest=GuestConfig(wss_bytes=4 * MiB, pace=5000)))
+
+    with build(src_accel) as src, build(dst_accel) as dst:
+        before = read_records(src, 200)
+        dst.pages[:] = src.pages
+        dst.load_state(src.save_state())
+        original = read_records(src, 100)
+        restored = read_records(dst, 100)
+        n = min(len(original), len(restored))
+        assert n >= 100 and restored[:n] == original[:n]
+        assert verify_stream(before + restored, d=16, w=W, start=0).ok
