@@ -79,6 +79,8 @@ class Machine:
         self.output = GuestOutput()
         self._ring = OutputRing(self._ram.flat, self.output)
         self._fault_cb: Callable[[str], None] | None = None
+        self._dirty_logging = False
+        self._reset_dirty = False
         self._boot_image()
         self._accel.boot()
         self._vcpu = VcpuThread(self._accel, self._ring, self._on_fault)
@@ -100,7 +102,8 @@ class Machine:
 
     def reset(self) -> None:
         """system_reset: re-initialise RAM and restart the guest from its entry, keeping
-        the paused/running state."""
+        the paused/running state. While dirty logging, the next harvest reports every page
+        (the VMM's rewrite of RAM is invisible to the dirty log)."""
         was_running = self.running
         if was_running:
             self.pause()
@@ -109,6 +112,7 @@ class Machine:
             self._ram.zero()
             self._boot_image()
             self._accel.boot()
+            self._reset_dirty = self._dirty_logging
 
         self._vcpu.request(Req.CALL, do_reset)
         if was_running:
@@ -125,16 +129,39 @@ class Machine:
         return self._vcpu.fault
 
     # ------------------------------------------------------------------ dirty log
+    @property
+    def dirty_logging(self) -> bool:
+        """True between dirty_log_start and dirty_log_stop."""
+        return self._dirty_logging
+
     def dirty_log_start(self) -> None:
         """Start tracking guest writes (clears anything tracked before)."""
+        if self._dirty_logging:
+            self.dirty_log_harvest()
+            return
         self._accel.dirty_log_start()
+        self._dirty_logging = True
 
     def dirty_log_harvest(self) -> np.ndarray:
-        """uint64 page indices dirtied since the last harvest/start (get + clear)."""
-        return self._accel.dirty_log_harvest()
+        """uint64 page indices dirtied since the last harvest/start (get + clear).
+
+        :raise MachineStateError: if dirty logging is not on.
+        """
+        if not self._dirty_logging:
+            raise MachineStateError("dirty logging is not started")
+        pages = self._accel.dirty_log_harvest()
+        if self._reset_dirty:
+            # reset() rewrote RAM behind the guest's back: every page counts as dirty.
+            self._reset_dirty = False
+            return np.arange(self.npages, dtype=np.uint64)
+        return pages
 
     def dirty_log_stop(self) -> None:
-        self._accel.dirty_log_stop()
+        """Stop tracking (a no-op when not tracking)."""
+        if self._dirty_logging:
+            self._accel.dirty_log_stop()
+            self._dirty_logging = False
+            self._reset_dirty = False
 
     # ------------------------------------------------------------------ state
     def save_state(self) -> bytes:

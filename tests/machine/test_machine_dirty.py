@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
-from qmpd.machine import Machine, layout
+from qmpd.machine import Machine, MachineStateError, layout
 
 from .conftest import MachineFactory, MiB
 
@@ -76,3 +77,20 @@ def test_harvest_is_incremental(make_machine: MachineFactory) -> None:
     assert {WS0 + c for c in range(3 * (n1 + 2), 3 * (n2 + 1))} <= second
     assert not second & {WS0 + c for c in range(3 * n1)}
     m.dirty_log_stop()
+
+
+def test_dirty_log_calls_in_the_wrong_state(make_machine: MachineFactory) -> None:
+
+
+    m = make_machine()
+    with pytest.raises(MachineStateError, match="not started"):
+        m.dirty_log_harvest()
+    m.dirty_log_stop()  # no-op
+    m.dirty_log_start()
+    m.dirty_log_start()  # restart = clear
+    assert m.dirty_logging
+    m.reset()
+    assert m.dirty_log_harvest().size == m.npages  # reset rewrote all of RAM
+    assert m.dirty_log_harvest().size == 0
+    m.dirty_log_stop()
+    assert not m.dirty_logging
