@@ -65,6 +65,8 @@ _PARAMS: Final[dict[str, tuple[str, object]]] = {
     "multifd-compression": ("enum", "none"),
     "multifd-zlib-level": ("uint8", 1),
     "multifd-zstd-level": ("uint8", 1),
+    # qmpd extension: pipelined COLO checkpoints (False = QEMU's transaction order).
+    "x-colo-pipeline": ("bool", True),
 }
 PARAMETERS: Final[tuple[str, ...]] = tuple(_PARAMS)
 MULTIFD_COMPRESSION: Final = ("none", "zlib", "zstd")

@@ -72,12 +72,12 @@ class MigrationManager:
         self.runstate = runstate
         self.colo_hook = colo_hook
         self.autostart = autostart
-        self._emit = emit
-        self.vm = VmControl(machine, runstate, emit)
+        self._sink = emit
+        self.vm = VmControl(machine, runstate, self._emit)
         self.config = MigrationConfig(is_running=self.is_running)
         events = lambda: self.config.capability("events")  # noqa: E731
-        self.outgoing = StatusMachine("outgoing", emit, events)
-        self.incoming_status = StatusMachine("incoming", emit, events)
+        self.outgoing = StatusMachine("outgoing", self._emit, events)
+        self.incoming_status = StatusMachine("incoming", self._emit, events)
         self._last: StatusMachine | None = None
         self._task: asyncio.Task[None] | None = None
         self._conn: MigrationConnection | None = None
@@ -86,6 +86,13 @@ class MigrationManager:
         self._error: str | None = None
         self._in_error: str | None = None
         self._cancel_requested = False
+
+    def _emit(self, name: str, data: dict[str, object] | None) -> None:
+        """Emit an event; a failing sink is logged, never allowed to break a migration."""
+        try:
+            self._sink(name, data)
+        except Exception:
+            log.exception("emitting %s failed", name)
 
     # -- queries ------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -165,6 +172,13 @@ class MigrationManager:
         self.outgoing.set(_S.SETUP)
         self._task = asyncio.get_running_loop().create_task(
             self._run_outgoing(uri, addr), name="migration-outgoing")
+        self._task.add_done_callback(self._outgoing_done)
+
+    def _outgoing_done(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step ran no handler: finish the status here."""
+        if self.outgoing.status is _S.SETUP and task.cancelled():
+            self.outgoing.set(_S.CANCELLING)
+        self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED)
 
     async def _run_outgoing(self, uri: str, addr: Address) -> None:
         was_running = self.runstate.is_running
@@ -187,7 +201,7 @@ class MigrationManager:
             self._finish_cancel()
             if not self._cancel_requested:
                 raise
-        except Exception as err:  # noqa: BLE001 - any failure must roll back
+        except Exception as err:  # any failure must roll back
             self._error = str(err) or type(err).__name__
             log.error("migration to %s failed: %s", uri, err,
                       exc_info=not isinstance(err, MigrationError | MachineError | OSError))
@@ -296,7 +310,7 @@ class MigrationManager:
                     self.runstate.set(RunState.PAUSED)
                 self.incoming_status.set(_S.COMPLETED)
             log.info("incoming migration completed")
-        except Exception as err:  # noqa: BLE001 - any failure must discard
+        except Exception as err:  # any failure must discard
             self._in_error = str(err) or type(err).__name__
             log.error("incoming migration failed: %s", err,
                       exc_info=not isinstance(err, MigrationError | MachineError | OSError))
@@ -323,6 +337,10 @@ class MigrationManager:
         """COLO failover: migration status ``colo → completed`` (either direction)."""
         for sm in (self.outgoing, self.incoming_status):
             sm.set_if(_S.COLO, _S.COMPLETED)
+
+    async def aclose(self) -> None:
+        """Daemon component protocol: same as :meth:`close`."""
+        await self.close()
 
     async def close(self) -> None:
         """Cancel whatever runs (daemon shutdown) and wait for it to clean up."""
