@@ -5,9 +5,9 @@ Users: :mod:`qmpd.cli` calls :func:`run_daemon`; tests start it as a subprocess.
 Start-up::
 
     schema.json -> EventBus -> RunStateHolder -> CommandContext
-      -> [HOOK: machine, migration, colo: build, put on ctx, add to components]
+      -> VmStack (machine, serial, migration, COLO; initial run state) on ctx
       -> handlers + dispatcher (refuses a schema/handler mismatch) -> QMP listeners
-      -> initial run state -> signals -> pidfile -> "ready" (-daemonize parent exits 0)
+      -> signals -> pidfile -> "ready" (-daemonize parent exits 0)
 
 Shutdown (``quit``, SIGTERM, SIGINT, SIGHUP)::
 
@@ -36,10 +36,11 @@ from qmpd.commands.dispatcher import CommandDispatcher
 from qmpd.config import DaemonConfig
 from qmpd.errors import QmpdError
 from qmpd.events import Event, EventBus
-from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.runstate import RunStateHolder
 from qmpd.qmp import wire
 from qmpd.qmp.server import Listen, QMPServer
 from qmpd.schema import load as load_schema
+from qmpd.vmstack import VmStack
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,12 @@ class Daemon:
         ctx = CommandContext(runstate=runstate, events=bus, vm_name=config.name,
                              shutdown=self.request_shutdown, schema=schema, config=config)
         self.ctx = ctx
-        # HOOK(machine):   machine = Machine(machine_config_from(config))
-        #                  ctx.machine = machine; self.components.append(("machine", machine))
-        # HOOK(migration): ctx.migration = MigrationManager(...); append to components
-        # HOOK(colo):      ctx.colo = ColoManager(...); append to components
+        # The VM stack: machine, serial, migration, COLO (qmpd.vmstack); it also sets the
+        # initial run state (inmigrate / prelaunch / running).
+        stack = await VmStack.build(config, runstate, bus.emit)
+        self.components.append(("vm", stack))
+        ctx.machine, ctx.vm = stack.machine, stack.vm
+        ctx.migration, ctx.colo = stack.migration, stack.colo
         dispatcher = CommandDispatcher(ctx, load_handlers(), schema)
         server = QMPServer(dispatcher, wire.greeting(version_info(), ["oob"]),
                            max_message_bytes=config.max_message_bytes,
@@ -99,10 +102,6 @@ class Daemon:
             if monitor.wait:
                 log.warning("-qmp %s: wait=on is not supported, not waiting", monitor.kind)
             await server.listen(Listen(monitor.kind, monitor.path, monitor.host, monitor.port))
-        if config.incoming is not None:
-            runstate.set(RunState.INMIGRATE)
-        elif not config.start_paused:
-            runstate.set(RunState.RUNNING)  # HOOK(machine): machine.resume() follows this
         loop = asyncio.get_running_loop()
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)

@@ -135,7 +135,7 @@ class ColoManager:
             log.error("COLO %s: %s", self.mode.value, err)
             self.stats.failed_checkpoints += 1
         if self._chan is not None:
-            self._chan.close()
+            self._chan.abort()
         reason = (ColoExitReason.REQUEST
                   if self.failover.status is FailoverStatus.COMPLETED
                   else ColoExitReason.ERROR)
@@ -175,7 +175,7 @@ class ColoManager:
         if self._loop_task is not None and not self._loop_task.done():
             self._loop_task.cancel()
         if self._chan is not None:
-            self._chan.close()
+            self._chan.abort()
         old = self.failover.cas(FailoverStatus.ACTIVE, FailoverStatus.COMPLETED)
         if old is not FailoverStatus.ACTIVE:
             log.error("Incorrect state (%s) while doing failover", old.value)
@@ -198,11 +198,15 @@ class ColoManager:
         if self._primary is not None and self.mode is ColoMode.PRIMARY:
             self._primary.trigger.set()
 
+    def has_link(self) -> bool:
+        """True while a COLO session holds the migration connection."""
+        return self._chan is not None
+
     def yank(self) -> bool:
         """Cut the COLO link (``yank`` of the migration instance); True if one was cut."""
         if self._chan is None:
             return False
-        self._chan.close()
+        self._chan.abort()
         return True
 
     async def close(self) -> None:

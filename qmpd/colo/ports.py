@@ -25,9 +25,17 @@ class GuestOutputPort(Protocol):
 class ColoMachine(Protocol):
     """The parts of :class:`qmpd.machine.Machine` a checkpoint touches."""
 
-    npages: int
-    pages: npt.NDArray[np.uint8]
-    output: GuestOutputPort
+    @property
+    def npages(self) -> int:
+        """Guest RAM size in pages."""
+
+    @property
+    def pages(self) -> npt.NDArray[np.uint8]:
+        """Guest RAM as an (npages, 4096) view."""
+
+    @property
+    def output(self) -> GuestOutputPort:
+        """The guest's output buffer."""
 
     def dirty_log_start(self) -> None:
         """Start (or restart) dirty logging from a clean bitmap."""
@@ -92,5 +100,5 @@ class ChannelPort(Protocol):
     async def recv_into(self, buf: memoryview) -> None:
         """Fill all of ``buf``; raise on EOF or error."""
 
-    def close(self) -> None:
-        """Shut the connection down."""
+    def abort(self) -> None:
+        """Cut the connection now, both directions; pending reads and writes fail."""

@@ -158,7 +158,7 @@ class ColoPrimary:
         self.chan.write(blob[:half])
         await self.chan.drain()
         if self.faults.due("truncate", seq):
-            self.chan.close()
+            self.chan.abort()
             return
         self.faults.kill_if_due("kill-transfer", seq)
         self.chan.write(blob[half:])

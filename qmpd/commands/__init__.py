@@ -16,9 +16,9 @@ from qmpd.commands.registry import REGISTRY, CommandRegistry, command
 HANDLER_MODULES: list[str] = [
     "base",
     "hmp",
-    # "machine",    <- machine engineer
+    "machine",
     # "migration",  <- migration engineer
-    # "colo",       <- COLO engineer
+    "colo",
 ]
 
 

@@ -53,6 +53,8 @@ class CommandContext:
     config: DaemonConfig
     #: qmpd.machine.Machine once the machine layer lands (narrow the type then)
     machine: Any | None = None
+    #: qmpd.machine.vmctl.VmControl: start/stop with run state and STOP/RESUME
+    vm: Any | None = None
     #: qmpd.migration.MigrationManager once the migration layer lands
     migration: Any | None = None
     #: qmpd.colo manager once the COLO layer lands

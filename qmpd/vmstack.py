@@ -1,0 +1,119 @@
+"""The VM stack: machine, serial chardev, output pump, VM control, migration and COLO.
+
+Built by the composition root (:mod:`qmpd.daemon`) from the command line, and closed
+by it at shutdown as one component. Building order, each step using the ones before::
+
+    Machine(-m, -accel, -guest) -> chardev (-serial/-chardev) -> OutputPump
+      -> VmControl -> ColoManager -> MigrationManager(colo_hook=ColoManager)
+      -> run state: -incoming -> inmigrate (+ listen), -S -> prelaunch, else running
+
+Closing runs the other way: COLO, migration, pump, vCPU and KVM objects, chardev.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from qmpd.colo.manager import ColoManager
+from qmpd.config import DaemonConfig
+from qmpd.machine.chardev import Chardev, open_chardev, parse_chardev
+from qmpd.machine.config import GuestConfig, MachineConfig, parse_guest
+from qmpd.machine.machine import Machine
+from qmpd.machine.pump import OutputPump
+from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vmctl import VmControl
+from qmpd.migration.manager import MigrationManager
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, "dict[str, object] | None"], None]
+EmitSink = Callable[[str, "dict[str, Any] | None"], object]
+
+
+class VmStack:
+    """Everything below the command layer that makes up this node's VM."""
+
+    def __init__(self, machine: Machine, chardev: Chardev, pump: OutputPump,
+                 vm: VmControl, migration: MigrationManager, colo: ColoManager) -> None:
+        self.machine = machine
+        self.chardev = chardev
+        self.pump = pump
+        self.vm = vm
+        self.migration = migration
+        self.colo = colo
+
+    @classmethod
+    async def build(cls, config: DaemonConfig, runstate: RunStateHolder,
+                    sink: EmitSink) -> VmStack:
+        """Build and start the stack; events go to ``sink`` (the event bus).
+
+        :raise MachineError: bad -m/-accel/-guest/-serial, or no usable accelerator.
+        """
+        def emit(name: str, data: dict[str, object] | None) -> None:
+            try:
+                sink(name, data)
+            except Exception:  # an event must never break the VM
+                log.exception("emitting %s failed", name)
+
+        guest = parse_guest(config.guest) if config.guest else GuestConfig()
+        machine = Machine(MachineConfig(mem_bytes=config.mem_bytes, accel=config.accel,
+                                        guest=guest))
+        try:
+            chardevs = dict(parse_chardev(c) for c in config.chardev)
+            chardev = open_chardev(config.serial[0] if config.serial else "null", chardevs)
+            await chardev.start()
+        except BaseException:
+            machine.close()
+            raise
+        pump = OutputPump(machine.output, chardev.write)
+        pump.start(asyncio.get_running_loop())
+        vm = VmControl(machine, runstate, emit)
+        migration: MigrationManager | None = None
+
+        def delay_ms() -> int:
+            assert migration is not None
+            return migration.config.int_parameter("x-checkpoint-delay")
+
+        def pipelined() -> bool:
+            assert migration is not None
+            return bool(migration.config.parameter("x-colo-pipeline"))
+
+        def colo_completed() -> None:
+            assert migration is not None
+            migration.colo_completed()
+
+        colo = ColoManager(machine, vm, pump, emit, delay_ms=delay_ms,
+                           migration_completed=colo_completed, pipelined=pipelined)
+        migration = MigrationManager(machine, runstate, emit, colo_hook=colo,
+                                     autostart=not config.start_paused)
+        migration.vm = vm
+
+        def on_param(name: str, _value: object) -> None:
+            if name == "x-checkpoint-delay":
+                colo.checkpoint_now()
+
+        migration.config.add_listener(on_param)
+        stack = cls(machine, chardev, pump, vm, migration, colo)
+        if config.incoming is not None:
+            runstate.set(RunState.INMIGRATE)
+            if config.incoming != "defer":
+                migration.incoming(config.incoming)
+        elif not config.start_paused:
+            vm.start()
+        log.info("VM: %s MiB, accel %s, serial %s", machine.mem_bytes >> 20, machine.accel,
+                 chardev.filename)
+        return stack
+
+    async def aclose(self) -> None:
+        """Close in reverse order of building; bounded."""
+        await self.colo.close()
+        await self.migration.close()
+        self.pump.stop()
+        with contextlib.suppress(Exception):
+            self.pump.flush()
+        self.machine.close()
+        self.chardev.close()
