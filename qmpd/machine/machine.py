@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -20,6 +21,7 @@ from qmpd.machine.accel_kvm import KvmAccel
 from qmpd.machine.config import MachineConfig
 from qmpd.machine.errors import KvmUnavailableError, MachineStateError
 from qmpd.machine.guest import guest_image
+from qmpd.machine.kvm.system import kvm_device
 from qmpd.machine.memory import GuestRam
 from qmpd.machine.output import GuestOutput, OutputRing
 from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, Req, VcpuRunState, VcpuThread
@@ -194,6 +196,11 @@ class Machine:
         self._vcpu.request(Req.CALL, do_load)
 
     # ------------------------------------------------------------------ info
+    def query_kvm(self) -> dict[str, bool]:
+        """query-kvm: ``enabled`` (KVM runs this guest), ``present`` (KVM is usable here)."""
+        return {"enabled": self.accel == "kvm",
+                "present": self.accel == "kvm" or os.access(kvm_device(), os.R_OK | os.W_OK)}
+
     def vcpu_info(self) -> list[dict[str, object]]:
         """query-cpus-fast entries."""
         return [{"cpu-index": 0, "qom-path": "/machine/unattached/device[0]",

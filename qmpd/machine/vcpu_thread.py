@@ -118,6 +118,8 @@ class VcpuThread:
         """
         if self._state is VcpuRunState.FINISHED:
             raise MachineStateError("the vCPU has finished")
+        if threading.get_ident() == self._thread.ident:
+            raise MachineStateError(f"'{kind.value}' requested from the vCPU thread itself")
         req = _Request(kind, fn)
         self._queue.put(req)
         deadline = time.monotonic() + timeout
