@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +32,11 @@ import numpy as np
 import numpy.typing as npt
 
 from qmpd.errors import MigrationError
+
+try:  # ISA-L's CRC-32 is the same function as zlib's, ~7x faster here
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - the optional accelerator is absent
+    from zlib import crc32
 
 MAGIC: Final = b"QMPDMIG\0"
 VERSION: Final = 1
@@ -128,7 +132,7 @@ def encode_section(kind: SectionType, parts: Sequence[Buffer]) -> list[Buffer]:
     crc = 0
     length = 0
     for part in parts:
-        crc = zlib.crc32(part, crc)
+        crc = crc32(part, crc)
         length += memoryview(part).nbytes
     return [SECTION.pack(int(kind), length, crc), *parts]
 
@@ -232,7 +236,7 @@ class StreamDecoder:
 
     def section(self, kind: SectionType, payload: memoryview, crc: int) -> Section:
         """Check ``payload``'s crc and contents; the result may view ``payload``."""
-        actual = zlib.crc32(payload)
+        actual = crc32(payload)
         if actual != crc:
             raise MigrationStreamError(f"section {kind.name}: crc32 mismatch (header "
                                        f"0x{crc:08x}, payload 0x{actual:08x}): damaged")
