@@ -42,6 +42,9 @@ class NeedMore:
 
 NEED_MORE = NeedMore()
 
+#: internal: a token was consumed without completing a message (JSON null is None)
+_CONTINUE = object()
+
 # Token types (json-lexer.h JSONTokenType).
 LCURLY, RCURLY, LSQUARE, RSQUARE, COLON, COMMA = range(6)
 INTEGER, FLOAT, KEYWORD, STRING, ERROR = range(6, 11)
@@ -168,7 +171,7 @@ class JSONStreamer:
         while i < n:
             st = self._state
             c = buf[i]
-            result: object = None
+            result: object = _CONTINUE
             if st == S_START:
                 if c in _WS:
                     i = _WS_RUN.match(buf, i).end()  # type: ignore[union-attr]
@@ -243,19 +246,19 @@ class JSONStreamer:
                     result = self._error()
             else:
                 i, result = self._lex_number(buf, i, st, c)
-            if result is not None:
+            if result is not _CONTINUE:
                 self._pos = i
                 return result
         self._pos = i
         return NEED_MORE
 
     def _lex_number(self, buf: bytes, i: int, st: int, c: int) -> tuple[int, object]:
-        """One step of the number states; returns the new index and a result or None."""
+        """One step of the number states; returns the new index and a result or _CONTINUE."""
         tok = self._tok
         if c in _DIGIT and st in (S_DIGITS, S_MANTISSA_DIGITS, S_EXP_DIGITS):
             end = _DIGITS_RUN.match(buf, i).end()  # type: ignore[union-attr]
             tok += buf[i:end]
-            return end, None
+            return end, _CONTINUE
         nxt: int | None = None
         terminal: int | None = None
         if st == S_SIGN:
@@ -280,7 +283,7 @@ class JSONStreamer:
         if nxt is not None:
             tok.append(c)
             self._state = nxt
-            return i + 1, None
+            return i + 1, _CONTINUE
         if terminal is not None and c < 0x80:
             return i, self._token(terminal, bytes(tok))
         tok.append(c)
@@ -320,7 +323,7 @@ class JSONStreamer:
         self._token_size += len(text)
         if (self._braces > 0 or self._brackets > 0) and self._braces >= 0 \
                 and self._brackets >= 0:
-            return None
+            return _CONTINUE
         tokens = self._tokens
         self._reset()
         return _Parser(tokens).parse()
