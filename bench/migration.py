@@ -65,7 +65,7 @@ async def socket_limit(kind: str, total: int = GiB, chunk: int = 8 * MiB) -> flo
             await loop.sock_sendall(a, src.data)
 
     async def recv() -> None:
-        got, view = 0, memoryview(dst)
+        got, view = 0, dst.data
         while got < total:
             got += await loop.sock_recv_into(b, view[got % chunk:])
 
@@ -225,7 +225,8 @@ async def qemu_idle(mem: int, tmp: str) -> float | None:
         t0 = time.perf_counter()
         await src.execute("migrate", {"uri": f"unix:{tmp}/q.sock"})
         while True:
-            st = (await src.execute("query-migrate")).get("status")  # type: ignore[union-attr]
+            info = await src.execute("query-migrate")
+            st = info.get("status") if isinstance(info, dict) else None
             if st in ("completed", "failed", "cancelled"):
                 break
             await asyncio.sleep(0.005)
