@@ -11,7 +11,7 @@ import numpy as np
 
 from qmpd.machine import layout
 from qmpd.machine.dirty import bitmap_words, decode_bitmap
-from qmpd.machine.errors import KvmUnavailableError
+from qmpd.machine.errors import KvmError, KvmUnavailableError
 from qmpd.machine.kick import kick_signal, kick_thread
 from qmpd.machine.kvm import Kvm
 from qmpd.machine.kvm import exits as ex
@@ -47,8 +47,11 @@ class KvmAccel:
             self.vcpu = self.vm.create_vcpu(0)
             self.vcpu.set_cpuid2(self.kvm.supported_cpuid())
             kick_signal()
+        except KvmError as err:
+            self._close_partial()
+            raise KvmUnavailableError(f"KVM is not usable: {err}") from err
         except BaseException:
-            self.kvm.close()
+            self._close_partial()
             raise
         self._bitmap = np.zeros(bitmap_words(ram.npages), dtype=np.uint64)
         self.dirty_logging = False
@@ -117,6 +120,12 @@ class KvmAccel:
     def dirty_log_stop(self) -> None:
         self.vm.set_user_memory_region(RAM_SLOT, 0, self.ram.size, self.ram.host_addr)
         self.dirty_logging = False
+
+    def _close_partial(self) -> None:
+        for name in ("vcpu", "vm", "kvm"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.close()
 
     def close(self) -> None:
         self.vcpu.close()

@@ -83,8 +83,13 @@ class Machine:
         self._fault_cb: Callable[[str], None] | None = None
         self._dirty_logging = False
         self._reset_dirty = False
-        self._boot_image()
-        self._accel.boot()
+        try:
+            self._boot_image()
+            self._accel.boot()
+        except BaseException:
+            self._accel.close()
+            self._ram.close()
+            raise
         self._vcpu = VcpuThread(self._accel, self._ring, self._on_fault)
         self._closed = False
 
