@@ -27,6 +27,9 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from qmpd.machine.config import parse_guest
+from qmpd.machine.guest_check import StreamReport, verify_stream
+
 
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -226,3 +229,12 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
     await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
     await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
     return ColoPair(primary, secondary, primary_out, secondary_out)
+
+
+def check_stream(data: bytes, guest: str) -> StreamReport:
+    """Verify an observed output stream of the counter guest started with ``-guest guest``.
+
+    A final partial line (a reader cut mid-record) is ignored.
+    """
+    cfg = parse_guest(guest)
+    return verify_stream(data.split(b"\n")[:-1], d=cfg.dirty_pages, w=cfg.ws_pages)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 POINTS = frozenset({"kill-idle", "kill-paused", "kill-transfer", "kill-received",
                     "corrupt", "truncate"})
@@ -31,6 +32,8 @@ class FaultPlan:
     def __init__(self, spec: str | None = None) -> None:
         spec = os.environ.get("QMPD_COLO_FAULT", "") if spec is None else spec
         self._plan: set[tuple[str, int]] = set()
+        #: What "kill" does: SIGKILL this process. In-process tests replace it.
+        self.kill: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGKILL)
         for item in filter(None, spec.split(",")):
             point, _, seq = item.partition(":")
             if point not in POINTS or not seq.isdigit():
@@ -44,7 +47,13 @@ class FaultPlan:
         """True if ``point`` is planned for checkpoint ``seq``."""
         return (point, seq) in self._plan
 
+    def add(self, point: str, seq: int) -> None:
+        """Plan ``point`` for checkpoint ``seq``."""
+        if point not in POINTS:
+            raise ValueError(f"unknown fault point {point!r}")
+        self._plan.add((point, seq))
+
     def kill_if_due(self, point: str, seq: int) -> None:
-        """SIGKILL this process if ``point`` is planned for checkpoint ``seq``."""
+        """Kill this process (SIGKILL) if ``point`` is planned for checkpoint ``seq``."""
         if self.due(point, seq):
-            os.kill(os.getpid(), signal.SIGKILL)
+            self.kill()

@@ -43,7 +43,7 @@ from qmpd.colo.state import (
     colo_status,
 )
 from qmpd.colo.stats import ColoStats
-from qmpd.errors import ColoError, MachineError, QMPError
+from qmpd.errors import ColoError, QmpdError, QMPError
 from qmpd.machine.runstate import RunState
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class ColoManager:
             if current is not None and current.cancelling():
                 raise
             # Cancelled by failover.
-        except (ColoError, MachineError, OSError, EOFError) as err:
+        except (QmpdError, OSError, EOFError) as err:
             log.error("COLO %s: %s", self.mode.value, err)
             self.stats.failed_checkpoints += 1
         if self._chan is not None:

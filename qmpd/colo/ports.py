@@ -100,5 +100,8 @@ class ChannelPort(Protocol):
     async def recv_into(self, buf: memoryview) -> None:
         """Fill all of ``buf``; raise on EOF or error."""
 
+    def peer_closed(self) -> bool:
+        """True if the peer has closed its side; consumes nothing."""
+
     def abort(self) -> None:
         """Cut the connection now, both directions; pending reads and writes fail."""

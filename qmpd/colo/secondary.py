@@ -16,7 +16,12 @@ state ``colo`` and serves checkpoints::
                            ◄── vmstate-loaded
 
 A partial, corrupt or hostile checkpoint raises before anything is applied
-(invariant 1); the guest then still holds the last good checkpoint.
+(invariant 1); the guest then still holds the last good checkpoint. So does a whole
+checkpoint whose primary has already closed the link: the primary releases an epoch's
+output only on ``vmstate-received``, so a checkpoint it can no longer hear acknowledged
+must not become the state the secondary resumes from (it would skip that output). The
+remaining window, a primary dying after the acknowledgement reached its socket but
+before it wrote the released output, is two adjacent steps of one event-loop callback.
 """
 
 from __future__ import annotations
@@ -77,6 +82,11 @@ class ColoSecondary:
             raise ColoProtocolError(
                 f"Got less VMState data than the expected {size} bytes: {err}") from err
         ckpt = parse(view, self.machine.npages)
+        if self.chan.peer_closed():
+            # The primary is gone: it cannot have seen our acknowledgement, so it has
+            # not released this epoch's output. Applying it would lose that output.
+            raise ColoProtocolError(
+                f"primary closed the link before checkpoint {ckpt.seq} was acknowledged")
         # From here to the end of apply() there is no await: the acknowledgement and the
         # apply are one step as far as every other task (failover included) can see.
         self.apply(ckpt)

@@ -241,6 +241,21 @@ class MigrationConnection:
             raise MigrationError(f"return path: message length {length} too large")
         return kind, await self.recv_exactly(length)
 
+    def peer_closed(self) -> bool:
+        """True if the peer has closed the connection (EOF waiting); consumes nothing.
+
+        COLO's secondary asks this right before acknowledging a checkpoint: a primary
+        that is already gone cannot release that checkpoint's output, so the
+        checkpoint must not be applied either.
+        """
+        try:
+            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return data == b""
+
     # -- lifetime -----------------------------------------------------------------
     def _fail(self, err: OSError) -> MigrationTransportError:
         if self._error is None:

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from qemu.qmp import ExecuteError
-from qmpd.machine.guest_check import verify_stream
 
-from qmpd.harness import ColoPair, QmpdProcess, joined_stream, start_colo_pair
+from qmpd.harness import ColoPair, QmpdProcess, check_stream, joined_stream, start_colo_pair
 
 from .conftest import ACCELS
 
@@ -24,8 +23,11 @@ def _events(p: QmpdProcess, *names: str) -> list[tuple[str, dict[str, object]]]:
     return [(e["event"], e.get("data", {})) for e in p.events if e["event"] in names]
 
 
+GUEST = "counter,wss=8M,dirty=64,pace=20000"
+
+
 def assert_intact(stream: bytes, min_records: int = 1) -> None:
-    report = verify_stream(stream.split(b"\n")[:-1])
+    report = check_stream(stream, GUEST)
     assert report.ok, report
     assert report.records >= min_records
 
