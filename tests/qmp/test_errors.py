@@ -1,4 +1,4 @@
-"""Every applicable error text of qemu-colo-facts.md §1.3–1.7: class and exact text.
+"""Every applicable error text of qemu-colo-facts.md §1.3-1.7: class and exact text.
 
 Wire-level errors are checked against a real qmpd; argument-visitor errors for types
 our own commands do not use (nested objects, sized integers, ...) are checked on the

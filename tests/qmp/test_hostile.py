@@ -10,6 +10,7 @@ each input are delimited and the count can be checked exactly.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,11 +85,21 @@ BATCH = 50
 counter = iter(range(10**9))
 
 
+def _mutations(seed: bytes, others: list[bytes], rnd: random.Random) -> list[bytes]:
+    """The seed and four cheap variants of it (keeps hypothesis' generation cost low)."""
+    cut = rnd.randint(0, len(seed))
+    noise = bytes(rnd.choice(b"{}[]:,\"'\\ \t\r\nax0-\x80\xff\x1b") for _ in range(3))
+    return [seed, seed[:cut], seed[:cut] + noise + seed[cut:], seed[cut:] + rnd.choice(others),
+            seed * 2]
+
+
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
-@given(st.lists(fragments, min_size=BATCH, max_size=BATCH))
-def test_hostile_inputs(hostile: Raw, batch: list[bytes]) -> None:
+@given(st.lists(fragments, min_size=BATCH // 5, max_size=BATCH // 5), st.randoms())
+def test_hostile_inputs(hostile: Raw, seeds: list[bytes], rnd: random.Random) -> None:
+    batch = [m for seed in seeds for m in _mutations(seed, seeds, rnd)]
+    assert len(batch) == BATCH
     sync = f"sync-{next(counter)}"
     hostile.send(b"".join(b + RESYNC for b in batch)
                  + json.dumps({"execute": "query-status", "id": sync}).encode())

@@ -31,7 +31,7 @@ json_values = st.recursive(
     max_leaves=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4), min_size=1,
                 max_size=4),
        st.sampled_from(["", "\n", "\r\n", " \t"]), st.booleans())
