@@ -17,7 +17,7 @@ HANDLER_MODULES: list[str] = [
     "base",
     "hmp",
     "machine",
-    # "migration",  <- migration engineer
+    "migration",
     "colo",
 ]
 

@@ -37,7 +37,7 @@ class Node:
         self.out += self.machine.output.drain()
 
     def ram_hash(self) -> str:
-        return hashlib.sha256(self.machine.pages).hexdigest()
+        return hashlib.sha256(self.machine.pages.data).hexdigest()
 
     def names(self, *which: str) -> list[str]:
         """Events as strings: ``MIGRATION:active``, ``MIGRATION_PASS``, ``STOP`` ..."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def flip(data: bytes, pos: int) -> bytes:
     return bytes(b)
 
 
-CASES = {
+CASES: dict[str, tuple[Callable[[list[bytes]], bytes], str]] = {
     "header-only": (lambda p: p[0], "connection closed"),
     "cut-after-ram": (lambda p: b"".join(p[:2]), "connection closed"),
     "cut-after-pass": (lambda p: b"".join(p[:3]), "connection closed"),

@@ -169,7 +169,7 @@ async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> Non
     dst = make_node(incoming=True)
     with pytest.raises(QMPError, match="Cannot resume if there is no paused migration"):
         src.manager.start("unix:/x", resume=True)
-    with pytest.raises(QMPError, match="Parameter .uri. expects a valid migration protocol$"):
+    with pytest.raises(QMPError, match=r"Parameter .uri. expects a valid migration protocol$"):
         src.manager.start("exec:cat")
     with pytest.raises(QMPError, match="'-incoming' was not specified on the command line"):
         src.manager.incoming("unix:/x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -174,7 +175,5 @@ def test_fuzz_mutations_never_escape(data: st.DataObject) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes(raw: bytes) -> None:
-    try:
+    with contextlib.suppress(MigrationStreamError):
         StreamDecoder(8, PAGE).decode_all(raw)
-    except MigrationStreamError:
-        pass

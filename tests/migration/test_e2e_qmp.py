@@ -1,0 +1,136 @@
+"""End to end: two real qmpd processes, driven through qemu.qmp like libvirt would.
+
+The guest's serial output is read from outside (the source's socket until switch-over,
+then the destination's) and must be one stream with no gap, repeat or bad checksum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from qemu.qmp import ExecuteError
+
+from qmpd.harness import QmpdProcess, SerialReader, check_stream, joined_stream, workdir
+from tests.migration.test_migrate import libvirt_parse
+
+GUEST = "counter,wss=16M,dirty=64,pace=20000"
+
+
+class Observer(SerialReader):
+    """SerialReader that keeps its StreamWriter alive (dropping it closes the socket)."""
+
+    async def start(self, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    reader, self._writer = await asyncio.open_unix_connection(str(self.path))
+                    break
+                except OSError:
+                    await asyncio.sleep(0.02)
+        self._task = asyncio.create_task(self._read(reader))
+
+
+@pytest_asyncio.fixture
+async def wd() -> AsyncIterator[Path]:
+    path = workdir("qmpd-mig-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def statuses(proc: QmpdProcess) -> list[str]:
+    return [e["data"]["status"] for e in proc.events if e["event"] == "MIGRATION"]
+
+
+async def test_migrate_between_two_qmpd_processes(wd: Path) -> None:
+    src = await QmpdProcess.start("src", wd, guest=GUEST)
+    dst = await QmpdProcess.start("dst", wd, guest=GUEST, extra=["-incoming", "defer"])
+    readers = [Observer(src.serial_path), Observer(dst.serial_path)]
+    try:
+        for r in readers:
+            await r.start()
+        assert await src.cmd("query-migrate") == {}
+        caps = await src.cmd("query-migrate-capabilities")
+        assert [c["capability"] for c in caps][:6] == [
+            "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events"]
+        for p in (src, dst):
+            await p.cmd("migrate-set-capabilities",
+                        capabilities=[{"capability": "events", "state": True}])
+        assert (await dst.cmd("query-status"))["status"] == "inmigrate"
+        uri = f"unix:{wd}/mig.sock"
+        await dst.cmd("migrate-incoming", uri=uri)
+        info = await dst.cmd("query-migrate")
+        assert info["status"] == "setup"
+        assert info["socket-address"] == [{"type": "unix", "path": f"{wd}/mig.sock"}]
+        await readers[0].wait_lines(200)
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+        await src.cmd("migrate", uri=uri, detach=True)
+        await src.wait_event("MIGRATION", status="active")
+        info = await src.cmd("query-migrate")
+        libvirt_parse(info)
+        with pytest.raises(ExecuteError, match="There's a migration process in progress"):
+            await src.cmd("migrate-set-capabilities",
+                          capabilities=[{"capability": "events", "state": False}])
+        hmp = await src.cmd("human-monitor-command", **{"command-line": "info migrate"})
+        assert "Migration status: active" in hmp and "transferred ram:" in hmp
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
+        await src.wait_event("MIGRATION", timeout=30, status="completed")
+        await dst.wait_event("MIGRATION", timeout=30, status="completed")
+        assert statuses(src) == ["setup", "active", "completed"]
+        assert statuses(dst) == ["setup", "active", "completed"]
+        assert any(e["event"] == "MIGRATION_PASS" for e in src.events)
+        info = await src.cmd("query-migrate")
+        libvirt_parse(info)
+        assert info["status"] == "completed" and "downtime" in info
+        assert (await src.cmd("query-status"))["status"] == "postmigrate"
+        assert (await dst.cmd("query-status"))["status"] == "running"
+        n = len(readers[1].lines())
+        await readers[1].wait_lines(n + 200)
+        report = check_stream(joined_stream(*readers), GUEST)
+        assert report.ok, str(report)
+        assert report.records > 400
+        text = await dst.cmd("human-monitor-command",
+                             **{"command-line": "info migrate_capabilities"})
+        assert "events: on\r\n" in text and text.startswith("xbzrle: off")
+        params = await dst.cmd("query-migrate-parameters")
+        assert params["x-checkpoint-delay"] == 200 and params["downtime-limit"] == 300
+    finally:
+        for r in readers:
+            await r.close()
+        for p in (src, dst):
+            await p.close()
+
+
+async def test_destination_killed_source_keeps_running(wd: Path) -> None:
+    src = await QmpdProcess.start("src", wd, guest="counter,wss=32M,dirty=64,pace=20000")
+    dst = await QmpdProcess.start("dst", wd, guest="counter,wss=32M,dirty=64,pace=20000",
+                                  extra=["-incoming", f"unix:{wd}/mig.sock"])
+    reader = Observer(src.serial_path)
+    try:
+        await reader.start()
+        await src.cmd("migrate-set-capabilities",
+                      capabilities=[{"capability": "events", "state": True}])
+        await reader.wait_lines(100)
+        await asyncio.sleep(0.3)
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+        await src.cmd("migrate", uri=f"unix:{wd}/mig.sock")
+        await src.wait_event("MIGRATION", status="active")
+        await asyncio.sleep(0.3)
+        dst.kill()
+        await src.wait_event("MIGRATION", timeout=20, status="failed")
+        info = await src.cmd("query-migrate")
+        libvirt_parse(info)
+        assert info["error-desc"]
+        assert (await src.cmd("query-status"))["status"] == "running"
+        n = len(reader.lines())
+        await reader.wait_lines(n + 200)
+        report = check_stream(bytes(reader.data), "counter,wss=32M,dirty=64,pace=20000")
+        assert report.ok, str(report)
+    finally:
+        await reader.close()
+        for p in (src, dst):
+            await p.close()
