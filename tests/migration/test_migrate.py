@@ -9,6 +9,7 @@ import pytest
 from qmpd.errors import QMPError
 from qmpd.machine.runstate import RunState
 from tests.migration.conftest import (
+    ACCEL,
     MiB,
     NodeFactory,
     check_stream,
@@ -37,11 +38,11 @@ def libvirt_parse(info: dict[str, object]) -> None:
         assert isinstance(info.get("error-desc", ""), str)
 
 
-@pytest.mark.parametrize("kind", ["unix", "tcp"])
-async def test_migrate_running_guest(make_node: NodeFactory, kind: str, tmp_path: object
-                                     ) -> None:
-    src = make_node(dirty_pages=64)
-    dst = make_node(incoming=True, autostart=False, dirty_pages=64)
+@pytest.mark.parametrize(("kind", "accel"), [("unix", ACCEL), ("tcp", ACCEL), ("unix", "tcg")])
+async def test_migrate_running_guest(make_node: NodeFactory, kind: str, accel: str,
+                                     tmp_path: object) -> None:
+    src = make_node(dirty_pages=64, accel=accel)
+    dst = make_node(incoming=True, autostart=False, dirty_pages=64, accel=accel)
     assert src.manager.query() == {}
     await progress(src)
     uri = outgoing_uri(dst, kind, str(tmp_path))
