@@ -76,7 +76,14 @@ class QmpdProcess:
                 raise RuntimeError(f"qmpd {name} did not start: {log_path.read_text()}")
             await asyncio.sleep(0.02)
         qmp = QMPClient(name)
-        await asyncio.wait_for(qmp.connect(str(qmp_path)), timeout)
+        while True:
+            try:
+                await asyncio.wait_for(qmp.connect(str(qmp_path)), timeout)
+                break
+            except Exception:
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
         self = cls(name, workdir, proc, qmp, qmp_path, serial_path, log_path)
         self._event_task = asyncio.create_task(self._collect_events())
         return self
@@ -133,13 +140,15 @@ class SerialReader:
         self.data = bytearray()
         self.eof = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
 
     async def start(self, timeout: float = 5.0) -> None:
         """Connect and start collecting."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                reader, _writer = await asyncio.open_unix_connection(str(self.path))
+                # Keep the writer: a collected StreamWriter closes the connection.
+                reader, self._writer = await asyncio.open_unix_connection(str(self.path))
                 break
             except OSError:
                 if time.monotonic() > deadline:
@@ -174,6 +183,8 @@ class SerialReader:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._writer is not None:
+            self._writer.close()
 
 
 def joined_stream(*readers: SerialReader) -> bytes:
@@ -207,15 +218,17 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
                           guest: str = "counter,wss=8M,dirty=64,pace=20000",
                           delay_ms: int = 200, extra: Sequence[str] = (),
                           timeout: float = 30.0) -> ColoPair:
-    """Start a secondary (``-incoming``) and a primary, and bring them into COLO.
+    """Start a secondary (``-incoming defer``) and a primary, and bring them into COLO.
+
+    As QEMU's COLO documentation now advises: the secondary gets its capabilities
+    (x-colo among them) before ``migrate-incoming`` starts listening.
 
     Both serial sockets get a reader before COLO starts, so nothing the guest emits on
     either side is missed. Returns once both sides report migration status ``colo``.
     """
     port = free_tcp_port()
     secondary = await QmpdProcess.start(
-        "secondary", wd, mem=mem, guest=guest,
-        extra=["-incoming", f"tcp:127.0.0.1:{port}", *extra])
+        "secondary", wd, mem=mem, guest=guest, extra=["-incoming", "defer", *extra])
     primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=extra)
     secondary_out = SerialReader(secondary.serial_path)
     primary_out = SerialReader(primary.serial_path)
@@ -223,6 +236,7 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
     await primary_out.start()
     caps = [{"capability": c, "state": True} for c in ("events", "x-colo", "return-path")]
     await secondary.cmd("migrate-set-capabilities", capabilities=caps)
+    await secondary.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
     await primary.cmd("migrate-set-capabilities", capabilities=caps)
     await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms})
     await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")

@@ -18,7 +18,8 @@ decoder (:func:`parse`)::
 The decoder checks magic, version, that the total length is exactly what the header
 announces, every page index, the state size limit and the crc *before* anything is
 applied; :func:`apply` then writes pages and state (invariant 1: whole or nothing).
-Buffers are allocated once and grown only when a larger checkpoint needs it.
+Buffers are allocated once, touched up front, and grown only when a larger checkpoint
+needs it.
 """
 
 from __future__ import annotations
@@ -51,20 +52,29 @@ class Staging:
 
     def __init__(self, initial_pages: int = 1024) -> None:
         self._buf = bytearray()
+        self._body = 0
         self._grow(initial_pages, 0)
 
     def _grow(self, pages: int, state_len: int) -> None:
         need = HEADER.size + pages * (8 + PAGE_SIZE) + state_len + TRAILER.size
         if len(self._buf) < need:
-            # Round up generously so steady state never reallocates.
+            # Round up generously so steady state never reallocates, and touch every page
+            # now so that no later copy pays the first-touch faults.
             self._buf = bytearray(max(need, 2 * len(self._buf)))
+            np.frombuffer(self._buf, dtype=np.uint8)[::4096] = 1
 
     def build(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
               state: bytes) -> memoryview:
-        """Gather ``pages[index]`` and ``state`` into one checkpoint; return its bytes.
+        """Gather and seal in one go (see :meth:`gather` and :meth:`seal`)."""
+        self.gather(seq, pages, index, state)
+        return self.seal()
 
-        ``pages`` is the guest RAM as an (npages, 4096) view. The returned view stays
-        valid until the next :meth:`build`.
+    def gather(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
+               state: bytes) -> None:
+        """Copy ``pages[index]`` and ``state`` into the buffer (the guest must be stopped).
+
+        ``pages`` is the guest RAM as an (npages, 4096) view. This is the only part of a
+        checkpoint that needs the guest stopped; :meth:`seal` may run after it resumed.
         """
         n = int(index.size)
         self._grow(n, len(state))
@@ -81,10 +91,17 @@ class Staging:
                     mode="clip")
         off += n * PAGE_SIZE
         buf[off:off + len(state)] = state
-        off += len(state)
-        mv = memoryview(buf)
-        TRAILER.pack_into(buf, off, zlib.crc32(mv[:off]))
-        return mv[:off + TRAILER.size]
+        self._body = off + len(state)
+
+    def seal(self) -> memoryview:
+        """Append the checksum to what :meth:`gather` copied; return the payload.
+
+        The returned view stays valid until the next :meth:`gather`.
+        """
+        body = self._body
+        mv = memoryview(self._buf)
+        TRAILER.pack_into(self._buf, body, zlib.crc32(mv[:body]))
+        return mv[:body + TRAILER.size]
 
 
 @dataclass(frozen=True)

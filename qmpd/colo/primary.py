@@ -81,8 +81,11 @@ class ColoPrimary:
         await self.wait_ready()
         log.info("COLO primary: secondary ready, starting checkpoints")
         self.vm.start()
+        last_start = time.monotonic()
         while not self.failover.pending():
-            deadline = time.monotonic() + self.delay_ms() / 1000.0
+            # Like QEMU's timer, re-armed when a checkpoint starts: the period is the
+            # delay unless a checkpoint takes longer than that.
+            deadline = last_start + self.delay_ms() / 1000.0
             while not self.trigger.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -95,6 +98,7 @@ class ColoPrimary:
             if self.failover.pending():
                 log.info("COLO primary: failover request")
                 return
+            last_start = time.monotonic()
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
@@ -116,12 +120,13 @@ class ColoPrimary:
         first_output = self.pump.take_first_held_time()
         index = machine.dirty_log_harvest()
         state = machine.save_state()
-        blob = self._staging.build(seq, machine.pages, index, state)
+        self._staging.gather(seq, machine.pages, index, state)
         crc = zlib.crc32(machine.pages.data) if self.hash_ram else None
         pipelined = self.pipelined()
         if pipelined:
             self.vm.start()
             t_resumed = time.perf_counter()
+        blob = self._staging.seal()
         faults.kill_if_due("kill-paused", seq)
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
         self.chan.write(msg.encode_size(len(blob)))

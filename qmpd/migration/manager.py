@@ -74,7 +74,10 @@ class MigrationManager:
         self.autostart = autostart
         self._sink = emit
         self.vm = VmControl(machine, runstate, self._emit)
-        self.config = MigrationConfig(is_running=self.is_running)
+        # QEMU 7.2 refuses capability changes only while the *outgoing* migration runs:
+        # a destination waiting on -incoming may still set them (COLO's secondary must
+        # set x-colo there), and COLO itself does not block them (8.1+ does).
+        self.config = MigrationConfig(is_running=lambda: self.outgoing.is_running)
         events = lambda: self.config.capability("events")  # noqa: E731
         self.outgoing = StatusMachine("outgoing", self._emit, events)
         self.incoming_status = StatusMachine("incoming", self._emit, events)

@@ -73,8 +73,7 @@ TRANSITIONS: dict[MigrationStatus, frozenset[MigrationStatus]] = {
     _S.WAIT_UNPLUG: frozenset(),
 }
 
-#: States in which a migration is "running" (QEMU's ``migration_is_running``), plus
-#: ``colo``, which QEMU 8.1+ also refuses capability changes in.
+#: States in which a migration is "running" (QEMU 7.2's ``migration_is_running``).
 RUNNING: frozenset[MigrationStatus] = frozenset({
     _S.SETUP, _S.ACTIVE, _S.PRE_SWITCHOVER, _S.DEVICE, _S.WAIT_UNPLUG, _S.CANCELLING,
     _S.POSTCOPY_ACTIVE, _S.POSTCOPY_PAUSED, _S.POSTCOPY_RECOVER,
