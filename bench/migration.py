@@ -131,6 +131,7 @@ async def destination(uri: str, mem: int, wss: int, dirty: int, pace: int) -> No
         uri = f"tcp:127.0.0.1:{mgr.incoming_address[0]['port']}"
     print(uri, flush=True)
     while mgr.status not in FINAL:
+        m.output.drain()
         await asyncio.sleep(0.01)
     print(mgr.status.value, mgr.query().get("error-desc", ""), flush=True)
     m.output.drain()
@@ -146,6 +147,13 @@ async def migrate(name: str, kind: str, mem: int, guest: GuestConfig, full: bool
         sys.executable, __file__, "--dest", listen, str(mem), str(guest.wss_bytes),
         str(guest.dirty_pages), str(guest.pace), stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
+
+    async def drain_output() -> None:  # like the serial pump: keep the guest unblocked
+        while True:
+            src.output.drain()
+            await asyncio.sleep(0.01)
+
+    drainer = asyncio.get_running_loop().create_task(drain_output())
     try:
         uri = (await proc.stdout.readline()).decode().strip()
         if full:
@@ -166,6 +174,7 @@ async def migrate(name: str, kind: str, mem: int, guest: GuestConfig, full: bool
                       int(str(info.get("downtime", -1))), int(ram.get("dirty-sync-count", 0)),
                       str(info["status"]))
     finally:
+        drainer.cancel()
         if proc.returncode is None:
             proc.kill()
         await proc.wait()

@@ -123,7 +123,7 @@ class PrecopySource:
         self._window_start = 0.0
         self._window_bytes = 0
         self._downtime_start = 0.0
-        self._pass_time = 0.0
+        self._last_sync = time.monotonic()
 
     def _enter(self, phase: SourcePhase) -> None:
         log.info("migration source: phase %s -> %s", self.phase.value, phase.value)
@@ -252,12 +252,12 @@ class PrecopySource:
         return dirty
 
     def _sync_done(self, dirtied: int | None = None) -> None:
-        c = self.c
+        """One dirty-bitmap sync: count it, update the dirty rate, MIGRATION_PASS."""
+        c, now = self.c, time.monotonic()
         c.dirty_sync_count += 1
         if dirtied is not None:
-            elapsed = max(time.monotonic() - c.start, 1e-6)
-            c.dirty_pages_rate = int(dirtied / elapsed) if c.dirty_sync_count <= 2 else \
-                int(0.5 * c.dirty_pages_rate + 0.5 * dirtied / max(self._pass_time, 1e-6))
+            c.dirty_pages_rate = int(dirtied / max(now - self._last_sync, 1e-3))
+        self._last_sync = now
         self._on_pass(c.dirty_sync_count)
 
     def _bandwidth(self) -> float:
@@ -269,7 +269,7 @@ class PrecopySource:
 
     async def _end_pass(self, t0: float) -> None:
         await self.conn.send(encode_pass_end(self.c.dirty_sync_count))
-        self._pass_time = time.monotonic() - t0
+        log.debug("pass %d sent in %.3f s", self.c.dirty_sync_count, time.monotonic() - t0)
         self._update_rates()
 
     def _update_rates(self) -> None:
