@@ -310,3 +310,31 @@ def test_23_readme_documents_qmp_shell_l_hazard() -> None:
 
 def test_socket_file_mode_0600(daemon: Qmpd) -> None:
     assert Path(daemon.path).stat().st_mode & 0o777 == 0o600
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_client_is_bounded_and_does_not_stall_others(daemon: Qmpd, raw: Raw) -> None:
+    before = _rss_kib(daemon.proc.pid)
+    hog = Raw(daemon.path)
+    hog.negotiate()
+    hog.sock.setblocking(False)
+    request = b'{"execute":"query-qmp-schema"}' * 100  # ~2 MB of replies per write
+    sent = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            sent += hog.sock.send(request)
+        except BlockingIOError:  # qmpd stopped reading: its queue and output are full
+            time.sleep(0.01)
+    assert sent < 200 * len(request)  # far fewer than 20,000 requests were accepted
+    started = time.monotonic()
+    assert raw.cmd({"execute": "query-name", "id": "other"})["id"] == "other"
+    assert time.monotonic() - started < 1.0
+    assert _rss_kib(daemon.proc.pid) - before < 64 * 1024
+    hog.close()
