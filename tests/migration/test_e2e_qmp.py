@@ -7,12 +7,14 @@ then the destination's) and must be one stream with no gap, repeat or bad checks
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from qemu.qmp import ExecuteError
 
 from qmpd.harness import QmpdProcess, SerialReader, check_stream, joined_stream, workdir
@@ -35,10 +37,18 @@ class Observer(SerialReader):
         self._task = asyncio.create_task(self._read(reader))
 
 
-@pytest_asyncio.fixture
-async def wd() -> AsyncIterator[Path]:
+@pytest.fixture
+def wd() -> Iterator[Path]:
+    """A fresh directory; at the end, any qmpd we started there (found by its unique
+    path in the command line) is killed by pid, even one whose start-up failed."""
     path = workdir("qmpd-mig-")
     yield path
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if str(path).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
     shutil.rmtree(path, ignore_errors=True)
 
 
