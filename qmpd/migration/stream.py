@@ -23,20 +23,28 @@ RAM and no allocation follows a length read from the wire. Errors are
 from __future__ import annotations
 
 import enum
+import importlib
 import struct
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from qmpd.errors import MigrationError
 
-try:  # ISA-L's CRC-32 is the same function as zlib's, ~7x faster here
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover - the optional accelerator is absent
-    from zlib import crc32
+
+def _crc32_impl() -> Callable[..., int]:
+    """ISA-L's CRC-32 (``isal``) when installed: the same function as zlib's, ~7x faster."""
+    try:
+        return cast("Callable[..., int]", importlib.import_module("isal.isal_zlib").crc32)
+    except ImportError:  # pragma: no cover - the optional accelerator is absent
+        return zlib.crc32
+
+
+crc32 = _crc32_impl()
 
 MAGIC: Final = b"QMPDMIG\0"
 VERSION: Final = 1

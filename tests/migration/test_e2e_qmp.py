@@ -18,7 +18,8 @@ import pytest
 from qemu.qmp import ExecuteError
 
 from qmpd.harness import QmpdProcess, SerialReader, check_stream, joined_stream, workdir
-from tests.migration.test_migrate import libvirt_parse
+
+from .test_migrate import libvirt_parse
 
 GUEST = "counter,wss=16M,dirty=64,pace=20000"
 

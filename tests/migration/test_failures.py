@@ -18,7 +18,8 @@ import pytest
 
 from qmpd.machine.runstate import RunState
 from qmpd.migration.transport import MigrationConnection
-from tests.migration.conftest import (
+
+from .conftest import (
     MiB,
     Node,
     NodeFactory,

@@ -27,8 +27,9 @@ from qmpd.migration.stream import (
     encode_state,
 )
 from qmpd.migration.transport import RP_HEADER, RpMessage
-from tests.migration.conftest import MiB, Node, NodeFactory, wait_final
-from tests.migration.streams import join, ram_payload, section
+
+from .conftest import MiB, Node, NodeFactory, wait_final
+from .streams import join, ram_payload, section
 
 MEM = 16 * MiB
 NPAGES = MEM // 4096

@@ -8,7 +8,8 @@ import pytest
 
 from qmpd.errors import QMPError
 from qmpd.machine.runstate import RunState
-from tests.migration.conftest import (
+
+from .conftest import (
     ACCEL,
     MiB,
     NodeFactory,

@@ -24,7 +24,8 @@ from qmpd.migration.stream import (
     StreamHeader,
     encode_ram,
 )
-from tests.migration.streams import PAGE, build_stream, join, ram_payload, section
+
+from .streams import PAGE, build_stream, join, ram_payload, section
 
 NPAGES = 64
 
