@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -181,9 +182,7 @@ class Machine:
                                     self._ring.cons)
             return state.encode(st)
 
-        blob = self._vcpu.request(Req.CALL, do_save)
-        assert isinstance(blob, bytes)
-        return blob
+        return cast(bytes, self._vcpu.request(Req.CALL, do_save))
 
     def load_state(self, blob: bytes) -> None:
         """Validate ``blob`` whole, then apply it. Paused only; on any error nothing changes.

@@ -187,8 +187,7 @@ class VcpuThread:
         else:
             if state is VcpuRunState.RUNNING:
                 raise MachineStateError("the vCPU is running; pause it first")
-            assert req.fn is not None
-            result = req.fn()
+            result = req.fn() if req.fn is not None else None
             if state is VcpuRunState.FAULTED:
                 self.fault = None
                 self._set_state(VcpuRunState.PAUSED)
