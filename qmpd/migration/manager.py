@@ -82,8 +82,8 @@ class MigrationManager:
         self.outgoing = StatusMachine("outgoing", self._emit, events)
         self.incoming_status = StatusMachine("incoming", self._emit, events)
         self._last: StatusMachine | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._conn: MigrationConnection | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}   # "out" / "in"
+        self._out_conn: MigrationConnection | None = None
         self._listener: Listener | None = None
         self._counters = RamCounters()
         self._error: str | None = None
@@ -147,9 +147,9 @@ class MigrationManager:
 
     async def wait(self) -> None:
         """Wait until the current migration task (if any) has ended."""
-        task = self._task
-        if task is not None:
-            await asyncio.wait([task])
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks)
 
     # -- outgoing -----------------------------------------------------------------
     def start(self, uri: str, *, resume: bool = False) -> None:
@@ -173,9 +173,10 @@ class MigrationManager:
         self._cancel_requested = False
         self._last = self.outgoing
         self.outgoing.set(_S.SETUP)
-        self._task = asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self._run_outgoing(uri, addr), name="migration-outgoing")
-        self._task.add_done_callback(self._outgoing_done)
+        task.add_done_callback(self._outgoing_done)
+        self._tasks["out"] = task
 
     def _outgoing_done(self, task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step ran no handler: finish the status here."""
@@ -187,7 +188,7 @@ class MigrationManager:
         was_running = self.runstate.is_running
         source: PrecopySource | None = None
         try:
-            self._conn = conn = await connect(addr)
+            self._out_conn = conn = await connect(addr)
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
@@ -211,11 +212,11 @@ class MigrationManager:
             self._rollback(source, was_running)
             if not self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED):
                 self.outgoing.set(_S.FAILED)
+        leftover, self._out_conn = self._out_conn, None
         if self.outgoing.status is _S.COLO and self.colo_hook is not None and source:
             await self._colo(self.outgoing, self.colo_hook.enter_primary, source.conn)
-        elif self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        elif leftover is not None:
+            leftover.close()
 
     async def _colo(self, sm: StatusMachine,
                     enter: Callable[[MigrationConnection], Awaitable[None]],
@@ -240,8 +241,8 @@ class MigrationManager:
 
     def _rollback(self, source: PrecopySource | None, was_running: bool) -> None:
         """Leave the source as it was: dirty logging off, guest running if it was."""
-        if self._conn is not None:
-            self._conn.abort()
+        if self._out_conn is not None:
+            self._out_conn.abort()
         if source is not None and source.dirty_logging:
             try:
                 self.machine.dirty_log_stop()
@@ -263,8 +264,9 @@ class MigrationManager:
             return
         self.outgoing.set(_S.CANCELLING)
         self._cancel_requested = True
-        if self._task is not None:
-            self._task.cancel()
+        task = self._tasks.get("out")
+        if task is not None:
+            task.cancel()
 
     # -- incoming -----------------------------------------------------------------
     def incoming(self, uri: str) -> None:
@@ -278,14 +280,15 @@ class MigrationManager:
             raise QMPError("'-incoming' was not specified on the command line")
         addr = parse_uri(uri)
         try:
-            self._listener = Listener.open(addr)
+            listener = Listener.open(addr)
         except MigrationTransportError as err:
             raise QMPError(str(err)) from err
+        self._listener = listener
         self._in_error = None
         self._last = self.incoming_status
         self.incoming_status.set(_S.SETUP)
-        self._task = asyncio.get_running_loop().create_task(
-            self._run_incoming(self._listener), name="migration-incoming")
+        self._tasks["in"] = asyncio.get_running_loop().create_task(
+            self._run_incoming(listener), name="migration-incoming")
 
     @property
     def incoming_address(self) -> list[dict[str, object]]:
@@ -294,8 +297,9 @@ class MigrationManager:
 
     async def _run_incoming(self, listener: Listener) -> None:
         dest: PrecopyDestination | None = None
+        conn: MigrationConnection | None = None
         try:
-            self._conn = conn = await listener.accept()
+            conn = await listener.accept()
             self.incoming_status.set(_S.ACTIVE)
             dest = PrecopyDestination(self.machine, conn)
             header = await dest.read_header()
@@ -328,12 +332,12 @@ class MigrationManager:
                 raise
         finally:
             listener.close()
-            self._listener = None
+            if self._listener is listener:
+                self._listener = None
         if self.incoming_status.status is _S.COLO and self.colo_hook is not None and dest:
             await self._colo(self.incoming_status, self.colo_hook.enter_secondary, dest.conn)
-        elif self._conn is not None:
-            self._conn.close()
-        self._conn = None
+        elif conn is not None:
+            conn.close()
 
     # -- COLO and shutdown --------------------------------------------------------
     def colo_completed(self) -> None:
@@ -350,9 +354,10 @@ class MigrationManager:
         self._cancel_requested = True
         if self._listener is not None:
             self._listener.close()
-        task = self._task
-        if task is not None and not task.done():
-            if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
-                self.outgoing.set(_S.CANCELLING)
+        if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
+            self.outgoing.set(_S.CANCELLING)
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
             task.cancel()
-            await asyncio.wait([task])
+        if tasks:
+            await asyncio.wait(tasks)

@@ -150,8 +150,11 @@ class PrecopySource:
             await self._final(dirty)
             await self._await_ack()
         finally:
-            if self._rp_task is not None and not self._rp_task.done():
-                self._rp_task.cancel()
+            rp = self._rp_task
+            if rp is not None and not rp.done():
+                rp.cancel()
+            elif rp is not None and not rp.cancelled():
+                rp.exception()  # retrieved: the error, if any, was reported already
         self._enter(SourcePhase.DONE)
 
     async def _bulk(self) -> None:
