@@ -147,7 +147,9 @@ class Machine:
         if self._dirty_logging:
             self.dirty_log_harvest()
             return
-        self._accel.dirty_log_start()
+        # On the vCPU thread, between two runs: unicorn cannot add hooks mid-emulation,
+        # and once this returns every later guest write is tracked.
+        self._vcpu.request(Req.SYNC, self._accel.dirty_log_start)
         self._dirty_logging = True
 
     def dirty_log_harvest(self) -> np.ndarray:
@@ -167,7 +169,7 @@ class Machine:
     def dirty_log_stop(self) -> None:
         """Stop tracking (a no-op when not tracking)."""
         if self._dirty_logging:
-            self._accel.dirty_log_stop()
+            self._vcpu.request(Req.SYNC, self._accel.dirty_log_stop)
             self._dirty_logging = False
             self._reset_dirty = False
 

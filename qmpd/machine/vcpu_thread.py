@@ -13,6 +13,8 @@ Users: :class:`qmpd.machine.Machine`. Nothing pokes the vCPU from outside except
      │               ▼                                  ▼
      └──────────  FINISHED ◄──── finish ───────────  PAUSED
 
+``call`` runs a function on the vCPU thread while not running (save/load state, reset);
+``sync`` runs one between two guest runs in any state (dirty-log start/stop).
 Doorbell exits drain the output ring; so does every pause, so when ``pause`` returns all
 output the guest produced is in ``GuestOutput``.
 """
@@ -73,6 +75,7 @@ class Req(enum.Enum):
     PAUSE = "pause"
     RESUME = "resume"
     CALL = "call"      # run a function on the vCPU thread while not running
+    SYNC = "sync"      # run a function on the vCPU thread between two runs, in any state
     FINISH = "finish"
 
 
@@ -181,6 +184,8 @@ class VcpuThread:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")
             self._set_state(VcpuRunState.RUNNING)
+        elif req.kind is Req.SYNC:
+            return req.fn() if req.fn is not None else None
         elif req.kind is Req.FINISH:
             self.ring.drain()
             self._set_state(VcpuRunState.FINISHED)

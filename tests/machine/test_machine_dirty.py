@@ -94,3 +94,16 @@ def test_dirty_log_calls_in_the_wrong_state(make_machine: MachineFactory) -> Non
     assert m.dirty_log_harvest().size == 0
     m.dirty_log_stop()
     assert not m.dirty_logging
+
+
+def test_dirty_log_start_harvest_stop_while_running(make_machine: MachineFactory) -> None:
+    m = make_machine(pace=20000)
+    m.resume()
+    time.sleep(0.01)
+    m.dirty_log_start()
+    time.sleep(0.03)
+    running = m.dirty_log_harvest()
+    assert WS0 <= int(running[-1]) < WS0 + 1024 and m.running
+    m.dirty_log_stop()
+    m.pause()
+    assert not m.dirty_logging
