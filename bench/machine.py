@@ -23,11 +23,12 @@ import json
 import os
 import statistics
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from qmpd.machine import GuestConfig, Machine, MachineConfig, layout
+from qmpd.machine.accel_kvm import KvmAccel
 from qmpd.machine.config import GiB, MiB
 from qmpd.machine.dirty import decode_bitmap
 from qmpd.machine.kvm import Kvm
@@ -103,7 +104,7 @@ def pause_resume(accel: str, guest: GuestConfig, n: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- dirty log
 def raw_harvest(m: Machine) -> np.ndarray:
     """KVM_GET_DIRTY_LOG (+ CLEAR) with fcntl and the decode, bypassing the Machine."""
-    accel = m._accel  # the bench compares against the bare ioctls
+    accel = cast(KvmAccel, m._accel)  # the bench compares against the bare ioctls
     bitmap = accel._bitmap  # owned by accel, alive across the ioctls
     addr = int(bitmap.ctypes.data)
     fcntl.ioctl(accel.vm.fd, k.KVM_GET_DIRTY_LOG, k.KvmDirtyLog(slot=0, dirty_bitmap=addr))
@@ -116,7 +117,9 @@ def raw_harvest(m: Machine) -> np.ndarray:
 def harvest(mem: int, dirty: int, reps: int) -> dict[str, float]:
     """The guest writes exactly its working set (``dirty`` pages) in every step."""
     guest = GuestConfig(wss_bytes=dirty * 4096, dirty_pages=dirty, check_every=0, batch=1)
-    ours, raw, counts = [], [], []
+    ours: list[float] = []
+    raw: list[float] = []
+    counts: list[int] = []
     with Machine(MachineConfig(mem_bytes=mem, accel="kvm", guest=guest)) as m:
         m.resume()
         time.sleep(0.05 + dirty * 4e-6)  # first touch of every page

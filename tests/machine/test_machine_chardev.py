@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,24 @@ from qmpd.machine.chardev import open_chardev, parse_chardev
 from qmpd.machine.errors import MachineConfigError
 
 
+async def until(cond: Callable[[], bool]) -> None:
+    for _ in range(400):
+        if cond():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not met within 2 s")
+
+
 async def test_unix_server_drops_output_without_a_client(tmp_path: Path) -> None:
     path = str(tmp_path / "serial.sock")
     dev = open_chardev(f"unix:{path},server=on,wait=off")
     await dev.start()
     try:
         dev.write(b"lost\n")
-        assert dev.dropped == 5 and not dev.connected
+        assert dev.dropped == 5
+        assert not dev.connected
         reader, writer = await asyncio.open_unix_connection(path)
-        for _ in range(100):
-            if dev.connected:
-                break
-            await asyncio.sleep(0.005)
+        await until(lambda: dev.connected)
         # A second client is refused while the first is connected.
         r2, w2 = await asyncio.open_unix_connection(path)
         assert await asyncio.wait_for(r2.read(), 2) == b""
@@ -31,10 +38,7 @@ async def test_unix_server_drops_output_without_a_client(tmp_path: Path) -> None
         dev.write(b"seq=0 sum=0000000000000010\n")
         assert await asyncio.wait_for(reader.readline(), 2) == b"seq=0 sum=0000000000000010\n"
         writer.close()
-        for _ in range(100):
-            if not dev.connected:
-                break
-            await asyncio.sleep(0.005)
+        await until(lambda: not dev.connected)
         dev.write(b"again\n")
         assert dev.dropped == 11
     finally:
