@@ -13,9 +13,10 @@ Failover follows QEMU (migration/colo.c, colo-failover.c)::
       primary:   migration colo→completed, stop the checkpoint loop, CAS active→completed,
                  COLO_EXIT{primary, request}, release held output, VM runs alone
       secondary: (applying a checkpoint? CAS active→relaunch, retried after it)
-                 migration colo→completed, drop any partial checkpoint, CAS
-                 active→completed, COLO_EXIT{secondary, request}, guest resumes from the
-                 last applied checkpoint and its serial device carries the service
+                 migration colo→completed, drop any partial or unconfirmed checkpoint,
+                 CAS active→completed, COLO_EXIT{secondary, request}, the guest resumes
+                 from the last checkpoint whose output the primary released, and its
+                 serial device carries the service
 
 A link or protocol error ends the loop with COLO_EXIT{mode, error}; the node then waits
 for x-colo-lost-heartbeat. The primary keeps its guest stopped (run state ``colo``) and
@@ -100,9 +101,12 @@ class ColoManager:
         self._secondary = ColoSecondary(chan, self.machine, self.stats,
                                         hash_ram=self.hash_ram)
         await self._run_session(self._secondary.run())
+        dropped = self._secondary.drop_staged()
         self._end()
-        log.info("COLO secondary: taking over from checkpoint %d",
-                 self._secondary.applied_seq)
+        log.info("COLO secondary: taking over from checkpoint %d%s",
+                 self._secondary.applied_seq,
+                 "" if dropped is None else f" (checkpoint {dropped} dropped: its output "
+                 "never left the primary)")
         self.vm.start()
 
     def _begin(self, mode: ColoMode, chan: ChannelPort) -> None:

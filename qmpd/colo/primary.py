@@ -2,25 +2,34 @@
 
 Runs on the migration connection once the first migration has completed with
 ``x-colo`` on. Every ``x-checkpoint-delay`` ms (or at once when triggered) it runs one
-transaction of QEMU's seven messages. In QEMU's order the guest stays stopped until
-``vmstate-loaded``::
+transaction of QEMU's seven messages::
 
     primary                                   secondary
-    checkpoint-request ──►
+    checkpoint-request ──►                    (sent when the previous one ended)
                            ◄── checkpoint-reply
+    ... x-checkpoint-delay ...
     stop VM (run state colo, STOP)
     drain guest output → held for this epoch
     harvest dirty log, gather pages + vCPU/device state into the staging buffer
-    vmstate-send, vmstate-size N, N bytes ──►
-                           ◄── vmstate-received    → release the epoch's output
-                           ◄── vmstate-loaded
-    start VM (RESUME)
+    [pipelined: start VM (RESUME) here]
+    vmstate-send, vmstate-size N, N bytes ──►  buffered whole and verified
+                           ◄── vmstate-received
+                           ◄── vmstate-loaded   (staged: ready to become its state)
+    release the epoch's output ┐ one step, no await between: the request tells the
+    checkpoint-request ──►     ┘ secondary the output has left; it applies, then replies
+    [QEMU order: start VM (RESUME) here]
+                           ◄── checkpoint-reply
+
+The message order is QEMU's. What differs is when the secondary makes a checkpoint its
+state: QEMU applies on receipt, so a primary that dies after the acknowledgement was
+sent but before it released its output leaves a gap in the output; here the secondary
+applies when the next request shows the output has left, and the only window left is a
+primary dying between two adjacent writes (the output, then the request), which would
+repeat one epoch's output rather than lose it.
 
 Pipelined (the default): the guest is started again as soon as its dirty pages and
-state are in the staging buffer, before ``vmstate-send``; the transfer, the secondary's
-apply and both acknowledgements overlap with the next epoch. The next epoch's output is
-drained at the next pause and held until *that* checkpoint is acknowledged, so output
-commit (invariant 2) is unchanged; transactions stay strictly one after another.
+state are in the staging buffer; the transfer and acknowledgements overlap with the
+next epoch, whose output is held until *its* checkpoint is acknowledged.
 
 Failover or a link error ends the loop; :mod:`qmpd.colo.manager` decides what follows.
 """
@@ -81,6 +90,8 @@ class ColoPrimary:
         await self.wait_ready()
         log.info("COLO primary: secondary ready, starting checkpoints")
         self.vm.start()
+        await msg.send_message(self.chan, ColoMessage.CHECKPOINT_REQUEST)
+        await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         last_start = time.monotonic()
         while not self.failover.pending():
             # Like QEMU's timer, re-armed when a checkpoint starts: the period is the
@@ -102,13 +113,11 @@ class ColoPrimary:
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Run one checkpoint transaction."""
+        """Run one checkpoint; its request/reply were exchanged when the last one ended."""
         seq = self.seq + 1
         faults = self.faults
         faults.kill_if_due("kill-idle", seq)
         t_start = time.perf_counter()
-        await msg.send_message(self.chan, ColoMessage.CHECKPOINT_REQUEST)
-        await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         if self.failover.pending():
             return
         self.vm.stop(RunState.COLO)
@@ -136,15 +145,21 @@ class ColoPrimary:
             self.chan.write(blob)
         await self.chan.drain()
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
-        self.commit.release_through(seq)
-        t_released = time.perf_counter()
-        faults.kill_if_due("kill-received", seq)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
+        # Release and open the next transaction in one step, with no await in between:
+        # the next checkpoint-request is what tells the secondary that this epoch's
+        # output has left, so that it may make this checkpoint its state.
+        self.commit.release_through(seq)
+        self.chan.write(msg.encode(ColoMessage.CHECKPOINT_REQUEST))
+        t_released = time.perf_counter()
         self.seq = seq
+        faults.kill_if_due("kill-received", seq)
         if not pipelined:
             self.vm.start()
             t_resumed = time.perf_counter()
         t_end = time.perf_counter()
+        await self.chan.drain()
+        await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         self.stats.add(CheckpointRecord(
             seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
             pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,

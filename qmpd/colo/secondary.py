@@ -5,23 +5,22 @@ state ``colo`` and serves checkpoints::
 
     primary                                   secondary
                            ◄── checkpoint-ready
-    checkpoint-request ──►
+    checkpoint-request ──►                    apply the staged checkpoint, if any
                            ◄── checkpoint-reply
     vmstate-send, vmstate-size N ──►          N checked against the guest's size
     N bytes ──►                               read whole into the receive buffer,
-                                              decode + verify (crc, bounds, version)
-                                 load vCPU/devices  ┐ (validated first; a bad state
-                           ◄── vmstate-received   │  raises before the ack)
-                                 write RAM pages    ┘ no await in between
-                           ◄── vmstate-loaded
+                                              decode + verify (crc, bounds, version);
+                                              primary already gone? drop it
+                           ◄── vmstate-received
+                           ◄── vmstate-loaded  (sent together; the checkpoint is staged)
 
-A partial, corrupt or hostile checkpoint raises before anything is applied
-(invariant 1); the guest then still holds the last good checkpoint. So does a whole
-checkpoint whose primary has already closed the link: the primary releases an epoch's
-output only on ``vmstate-received``, so a checkpoint it can no longer hear acknowledged
-must not become the state the secondary resumes from (it would skip that output). The
-remaining window, a primary dying after the acknowledgement reached its socket but
-before it wrote the released output, is two adjacent steps of one event-loop callback.
+A checkpoint becomes the secondary's state when the primary's next
+``checkpoint-request`` arrives: the primary writes it in the same step as it releases
+the epoch's output, so a staged checkpoint is applied exactly when its output has left
+the primary (DESIGN invariants 2 and 4). On failover a checkpoint still staged is
+dropped: its output never left, and the guest resumes from the one before, which
+re-creates that output. A partial, corrupt or hostile checkpoint raises before it is
+staged; nothing of it is ever applied (invariant 1).
 """
 
 from __future__ import annotations
@@ -38,6 +37,8 @@ from qmpd.colo.stats import CheckpointRecord, ColoStats
 
 log = logging.getLogger(__name__)
 
+_ACKS = msg.encode(ColoMessage.VMSTATE_RECEIVED) + msg.encode(ColoMessage.VMSTATE_LOADED)
+
 
 class ColoSecondary:
     """One COLO session on the secondary side."""
@@ -50,10 +51,17 @@ class ColoSecondary:
         self.hash_ram = hash_ram
         #: True while a checkpoint is being applied (QEMU's vmstate_loading).
         self.loading = False
-        #: Number of the last checkpoint applied.
+        #: Number of the last checkpoint applied (0: the state of the first migration).
         self.applied_seq = 0
+        self._staged: Checkpoint | None = None
+        self._staged_at = 0.0
         self._buf = bytearray()
         self._limit = blob_limit(machine.npages)
+
+    @property
+    def staged_seq(self) -> int | None:
+        """The checkpoint received and acknowledged but not applied yet, if any."""
+        return None if self._staged is None else self._staged.seq
 
     async def run(self) -> None:
         """Serve checkpoints until the link fails or the task is cancelled.
@@ -65,14 +73,15 @@ class ColoSecondary:
             got = await msg.receive_message(self.chan)
             if got is not ColoMessage.CHECKPOINT_REQUEST:
                 raise ColoProtocolError(f"Got unknown COLO message: {int(got)}")
+            self.apply_staged()
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Serve one checkpoint after its ``checkpoint-request``."""
-        t0 = time.perf_counter()
+        """Serve one checkpoint after its ``checkpoint-request``: receive and stage it."""
         await msg.send_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_SEND)
         size = await msg.expect_size(self.chan, self._limit)
+        t0 = time.perf_counter()
         if len(self._buf) < size:
             self._buf = bytearray(max(size, 2 * len(self._buf)))
         view = memoryview(self._buf)[:size]
@@ -83,34 +92,40 @@ class ColoSecondary:
                 f"Got less VMState data than the expected {size} bytes: {err}") from err
         ckpt = parse(view, self.machine.npages)
         if self.chan.peer_closed():
-            # The primary is gone: it cannot have seen our acknowledgement, so it has
-            # not released this epoch's output. Applying it would lose that output.
             raise ColoProtocolError(
                 f"primary closed the link before checkpoint {ckpt.seq} was acknowledged")
-        # From here to the end of apply() there is no await: the acknowledgement and the
-        # apply are one step as far as every other task (failover included) can see.
-        self.apply(ckpt)
-        self.chan.write(msg.encode(ColoMessage.VMSTATE_LOADED))
+        self._staged, self._staged_at = ckpt, t0
+        self.chan.write(_ACKS)
         await self.chan.drain()
-        self.stats.add(CheckpointRecord(
-            seq=ckpt.seq, dirty_pages=int(ckpt.index.size), blob_bytes=size,
-            round_trip_ms=(time.perf_counter() - t0) * 1000,
-            ram_crc=zlib.crc32(self.machine.pages.data) if self.hash_ram else None))
 
-    def apply(self, ckpt: Checkpoint) -> None:
-        """Apply a verified checkpoint and acknowledge it.
+    def apply_staged(self) -> None:
+        """Make the staged checkpoint the guest's state (its output has left the primary).
 
         The machine state goes first because ``load_state`` validates before it changes
-        anything; only then is ``vmstate-received`` queued and RAM written.
+        anything; RAM pages follow. No await inside: nothing can interleave.
         """
+        ckpt = self._staged
+        if ckpt is None:
+            return
+        self._staged = None
         self.loading = True
         try:
             self.machine.load_state(ckpt.state)
-            self.chan.write(msg.encode(ColoMessage.VMSTATE_RECEIVED))
             if ckpt.index.size:
                 self.machine.pages[ckpt.index] = ckpt.pages
             self.applied_seq = ckpt.seq
         finally:
             self.loading = False
+        self.stats.add(CheckpointRecord(
+            seq=ckpt.seq, dirty_pages=int(ckpt.index.size),
+            blob_bytes=len(ckpt.pages) * 4096,
+            round_trip_ms=(time.perf_counter() - self._staged_at) * 1000,
+            ram_crc=zlib.crc32(self.machine.pages.data) if self.hash_ram else None))
         log.debug("COLO secondary: applied checkpoint %d (%d pages)", ckpt.seq,
                   ckpt.index.size)
+
+    def drop_staged(self) -> int | None:
+        """Failover: forget a checkpoint whose output never left; return its number."""
+        seq = self.staged_seq
+        self._staged = None
+        return seq
