@@ -45,7 +45,7 @@ from collections.abc import Callable
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Staging
 from qmpd.colo.faults import FaultPlan
-from qmpd.colo.messages import ColoMessage
+from qmpd.colo.messages import ColoMessage, ColoProtocolError
 from qmpd.colo.output import OutputCommit
 from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
 from qmpd.colo.state import FailoverState
@@ -179,6 +179,6 @@ class ColoPrimary:
         await self.chan.drain()
         if self.faults.due("truncate", seq):
             self.chan.abort()
-            return
+            raise ColoProtocolError(f"fault injection: link cut during checkpoint {seq}")
         self.faults.kill_if_due("kill-transfer", seq)
         self.chan.write(blob[half:])

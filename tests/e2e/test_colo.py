@@ -141,7 +141,7 @@ async def test_secondary_ram_equals_primary_ram_at_each_checkpoint(wd: Path) -> 
     finally:
         del os.environ["QMPD_COLO_HASH"]
     try:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
         prim = {r["seq"]: r["ram-crc"]
                 for r in (await pair.primary.cmd("x-query-colo-stats"))["recent"]}
         sec = {r["seq"]: r["ram-crc"]
