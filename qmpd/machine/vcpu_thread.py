@@ -126,15 +126,20 @@ class VcpuThread:
         req = _Request(kind, fn)
         self._queue.put(req)
         deadline = time.monotonic() + timeout
+        # Only a running vCPU needs a kick (a paused one is waiting on the queue; only the
+        # vCPU thread itself leaves RUNNING, and it then looks at the queue anyway).
+        kick = self._state is VcpuRunState.RUNNING
         while True:
-            # Re-kick while waiting: a kick can land just before the CPU enters guest
-            # mode (TCG has no immediate_exit); a repeated kick is harmless.
-            self.cpu.kick(self._thread.ident)
+            if kick:
+                self.cpu.kick(self._thread.ident)
             if req.done.wait(min(KICK_INTERVAL, max(0.0, deadline - time.monotonic()))):
                 break
             if time.monotonic() >= deadline:
                 raise VcpuTimeoutError(
                     f"vCPU did not answer '{kind.value}' within {timeout:g}s")
+            # Re-kick while waiting: a kick can land just before the CPU enters guest
+            # mode (TCG has no immediate_exit); a repeated kick is harmless.
+            kick = True
         if req.error is not None:
             raise req.error
         return req.result

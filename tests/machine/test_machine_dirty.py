@@ -56,7 +56,7 @@ def test_dirty_log_matches_the_guest_pattern(make_machine: MachineFactory) -> No
 
 def test_harvest_is_incremental(make_machine: MachineFactory) -> None:
     """A second epoch reports the pages written in it, not those of the first."""
-    m = make_machine(mem=32 * MiB, wss_bytes=16 * MiB, dirty_pages=3, pace=200000)
+    m = make_machine(mem=64 * MiB, wss_bytes=48 * MiB, dirty_pages=3, pace=200000)
     m.resume()
     time.sleep(0.01)
     m.pause()
@@ -74,6 +74,7 @@ def test_harvest_is_incremental(make_machine: MachineFactory) -> None:
     second = set(m.dirty_log_harvest().tolist())
     n2 = int(m.output.drain().splitlines()[-1].split()[0][4:])
     assert n2 > n1 + 2
+    assert 3 * (n2 + 1) < 48 * MiB // 4096  # no wrap-around in the working set
     assert {WS0 + c for c in range(3 * (n1 + 2), 3 * (n2 + 1))} <= second
     assert not second & {WS0 + c for c in range(3 * n1)}
     m.dirty_log_stop()
