@@ -162,12 +162,14 @@ class PrecopySource:
         m = self.machine
         touched = maybe_nonzero(m.pages)
         t0 = time.monotonic()
-        for start in range(0, m.npages, self._batch()):
+        start = 0
+        while start < m.npages:  # one batch size per step: max-bandwidth may change
             end = min(m.npages, start + self._batch())
             cand = start + np.flatnonzero(touched[start:end])
             untouched = start + np.flatnonzero(~touched[start:end])
             await self._send_pages(cand, untouched, throttle=True)
             self.c.remaining = (m.npages - end) * m.page_size
+            start = end
         await self._end_pass(t0)
 
     async def _iterate(self) -> npt.NDArray[np.intp]:
@@ -185,10 +187,12 @@ class PrecopySource:
                       c.dirty_sync_count, len(dirty), bandwidth, limit)
             if pending <= limit:
                 return dirty
-            for start in range(0, len(dirty), self._batch()):
-                await self._send_pages(dirty[start:start + self._batch()], None,
-                                       throttle=True)
-                c.remaining = max(0, pending - (start + self._batch()) * m.page_size)
+            start = 0
+            while start < len(dirty):
+                end = start + self._batch()
+                await self._send_pages(dirty[start:end], None, throttle=True)
+                c.remaining = max(0, pending - end * m.page_size)
+                start = end
             await self._end_pass(t0)
 
     def _stop(self) -> None:

@@ -215,3 +215,20 @@ async def test_iterates_until_remainder_fits_downtime_limit(make_node: NodeFacto
     check_stream(src, dst)
     downtime = src.manager.query()["downtime"]
     assert isinstance(downtime, int) and downtime < 2000
+
+
+async def test_bandwidth_changes_mid_pass_lose_no_page(make_node: NodeFactory,
+                                                      tmp_path: object) -> None:
+    """max-bandwidth changes the batch size mid-pass; no page may be skipped or doubled."""
+    src = make_node(wss_bytes=32 * MiB)
+    dst = make_node(incoming=True, autostart=False, wss_bytes=32 * MiB)
+    await asyncio.sleep(0.3)
+    src.manager.config.set_parameters({"max-bandwidth": 64 * MiB})
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    await wait_status(src, "active")
+    for bw in (16 * MiB, 48 * MiB, 8 * MiB, 0):
+        await asyncio.sleep(0.1)
+        src.manager.config.set_parameters({"max-bandwidth": bw})
+    assert await wait_final(src) == "completed"
+    assert await wait_final(dst) == "completed"
+    assert src.ram_hash() == dst.ram_hash()
