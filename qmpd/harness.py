@@ -238,7 +238,9 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
     await secondary.cmd("migrate-set-capabilities", capabilities=caps)
     await secondary.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
     await primary.cmd("migrate-set-capabilities", capabilities=caps)
-    await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms})
+    # QEMU's default 32 MiB/s cap would keep a busy guest from ever converging.
+    await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms,
+                                                   "max-bandwidth": 100 << 30})
     await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
     await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
     await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
