@@ -9,7 +9,7 @@ import pytest
 
 from qmpd.machine import Machine, MachineStateError, layout
 
-from .conftest import MachineFactory, MiB
+from .conftest import MachineFactory, MiB, read_records
 
 SLOTS = layout.RING_SLOTS
 WS0 = layout.WS_GPA // 4096
@@ -56,23 +56,14 @@ def test_dirty_log_matches_the_guest_pattern(make_machine: MachineFactory) -> No
 
 def test_harvest_is_incremental(make_machine: MachineFactory) -> None:
     """A second epoch reports the pages written in it, not those of the first."""
-    m = make_machine(mem=64 * MiB, wss_bytes=48 * MiB, dirty_pages=3, pace=200000)
-    m.resume()
-    time.sleep(0.01)
-    m.pause()
-    m.output.drain()
+    m = make_machine(mem=64 * MiB, wss_bytes=48 * MiB, dirty_pages=3, pace=20000)
+    read_records(m, 5)
     m.dirty_log_start()
-    m.resume()
-    time.sleep(0.03)
-    m.pause()
+    n1 = int(read_records(m, 20)[-1].split()[0][4:])
     first = set(m.dirty_log_harvest().tolist())
-    n1 = int(m.output.drain().splitlines()[-1].split()[0][4:])
     assert {WS0 + c for c in range(3 * (n1 - 1), 3 * (n1 + 1))} <= first
-    m.resume()
-    time.sleep(0.03)
-    m.pause()
+    n2 = int(read_records(m, 20)[-1].split()[0][4:])
     second = set(m.dirty_log_harvest().tolist())
-    n2 = int(m.output.drain().splitlines()[-1].split()[0][4:])
     assert n2 > n1 + 2
     assert 3 * (n2 + 1) < 48 * MiB // 4096  # no wrap-around in the working set
     assert {WS0 + c for c in range(3 * (n1 + 2), 3 * (n2 + 1))} <= second
@@ -102,9 +93,13 @@ def test_dirty_log_start_harvest_stop_while_running(make_machine: MachineFactory
     m.resume()
     time.sleep(0.01)
     m.dirty_log_start()
-    time.sleep(0.03)
     running = m.dirty_log_harvest()
-    assert WS0 <= int(running[-1]) < WS0 + 1024 and m.running
+    deadline = time.monotonic() + 10
+    while running.size == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        running = m.dirty_log_harvest()
+    assert WS0 <= int(running[-1]) < WS0 + 1024
+    assert m.running
     m.dirty_log_stop()
     m.pause()
     assert not m.dirty_logging
