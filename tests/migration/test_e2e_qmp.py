@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError
 
-from qmpd.harness import QmpdProcess, SerialReader, check_stream, joined_stream, workdir
+from qmpd.harness import (
+    QmpdProcess,
+    SerialReader,
+    check_stream,
+    free_tcp_port,
+    joined_stream,
+    workdir,
+)
 
 from .test_migrate import libvirt_parse
 
@@ -141,6 +148,42 @@ async def test_destination_killed_source_keeps_running(wd: Path) -> None:
         await reader.wait_lines(n + 200)
         report = check_stream(bytes(reader.data), "counter,wss=32M,dirty=64,pace=20000")
         assert report.ok, str(report)
+    finally:
+        await reader.close()
+        for p in (src, dst):
+            await p.close()
+
+
+async def test_migrate_cancel_through_qmp(wd: Path) -> None:
+    guest = "counter,wss=32M,dirty=64,pace=20000"
+    src = await QmpdProcess.start("src", wd, guest=guest)
+    dst = await QmpdProcess.start("dst", wd, guest=guest,
+                                  extra=["-incoming", f"tcp:127.0.0.1:{free_tcp_port()}"])
+    reader = Observer(src.serial_path)
+    try:
+        await reader.start()
+        info = await dst.cmd("query-migrate")
+        assert info["status"] == "setup"
+        (addr,) = info["socket-address"]
+        assert addr["type"] == "inet" and addr["host"] == "127.0.0.1"
+        await src.cmd("migrate-set-capabilities",
+                      capabilities=[{"capability": "events", "state": True}])
+        await asyncio.sleep(0.3)
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+        await src.cmd("migrate", uri=f"tcp:127.0.0.1:{addr['port']}")
+        await src.wait_event("MIGRATION", status="active")
+        await src.cmd("migrate_cancel")
+        await src.wait_event("MIGRATION", status="cancelled")
+        assert statuses(src) == ["setup", "active", "cancelling", "cancelled"]
+        assert (await src.cmd("query-migrate")) == {"status": "cancelled"}
+        assert (await src.cmd("query-status"))["status"] == "running"
+        async with asyncio.timeout(10):  # dst has no events on: poll
+            while (await dst.cmd("query-migrate"))["status"] != "failed":
+                await asyncio.sleep(0.02)
+        assert (await dst.cmd("query-status"))["status"] == "inmigrate"
+        n = len(reader.lines())
+        await reader.wait_lines(n + 200)
+        assert check_stream(bytes(reader.data), guest).ok
     finally:
         await reader.close()
         for p in (src, dst):
