@@ -101,6 +101,23 @@ def pause_resume(accel: str, guest: GuestConfig, n: int) -> dict[str, float]:
             "resume_p50_us": pct(resumes, 50) * us, "resume_p99_us": pct(resumes, 99) * us}
 
 
+def state_times(accel: str, n: int) -> tuple[float, float]:
+    """Median save_state / load_state of a paused machine (us)."""
+    saves, loads = [], []
+    with Machine(MachineConfig(mem_bytes=64 * MiB, accel=accel)) as m:
+        m.resume()
+        time.sleep(0.02)
+        m.pause()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            blob = m.save_state()
+            t1 = time.perf_counter()
+            m.load_state(blob)
+            loads.append(time.perf_counter() - t1)
+            saves.append(t1 - t0)
+    return statistics.median(saves) * 1e6, statistics.median(loads) * 1e6
+
+
 # --------------------------------------------------------------------------- dirty log
 def raw_harvest(m: Machine) -> np.ndarray:
     """KVM_GET_DIRTY_LOG (+ CLEAR) with fcntl and the decode, bypassing the Machine."""
@@ -247,6 +264,12 @@ def main() -> None:
                  f"{r['pause_p50_us']:.0f}/{r['pause_p90_us']:.0f}/{r['pause_p99_us']:.0f}/"
                  f"{r['pause_max_us']:.0f} us",
                  f"resume p50/p99 {r['resume_p50_us']:.0f}/{r['resume_p99_us']:.0f} us")
+
+    for accel in accels:
+        save_us, load_us = state_times(accel, n_pause)
+        RESULTS[f"state_{accel}_us"] = [save_us, load_us]
+        show(f"{accel} save_state / load_state (median)", f"{save_us:.0f} / {load_us:.0f} us",
+             "5,304-byte blob")
 
     if HAS_KVM:
         print("\ndirty-log harvest (Machine.dirty_log_harvest vs raw ioctls + decode)")
