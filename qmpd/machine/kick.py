@@ -5,6 +5,7 @@ libc ``sigaction`` (not :func:`signal.signal`), so it works from any thread, nev
 Python code in the main thread and never wakes an asyncio loop. It is a C function that
 ignores its argument (``getpid``); what matters is that a handler exists without
 ``SA_RESTART``, so the signal makes ``KVM_RUN`` return ``EINTR`` in the target thread.
+:func:`set_thread_name` gives the vCPU thread QEMU's name (``CPU 0/KVM``) for ps/top.
 """
 
 from __future__ import annotations
@@ -53,3 +54,11 @@ def kick_thread(thread_ident: int) -> None:
     """Send the kick signal to the thread (a no-op if it has already exited)."""
     with contextlib.suppress(ProcessLookupError):
         signal.pthread_kill(thread_ident, kick_signal())
+
+
+def set_thread_name(name: str) -> None:
+    """Name the calling OS thread (``prctl(PR_SET_NAME)``; 15 bytes max), as QEMU names its
+    vCPU threads ``CPU 0/KVM``. Best effort."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # The name buffer is a Python bytes object alive during the call; the kernel copies it.
+    libc.prctl(15, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)  # 15 = PR_SET_NAME

@@ -32,6 +32,7 @@ from typing import Protocol
 
 from qmpd.machine import layout
 from qmpd.machine.errors import GuestFault, MachineStateError, VcpuTimeoutError
+from qmpd.machine.kick import set_thread_name
 from qmpd.machine.kvm import exits as ex
 from qmpd.machine.output import OutputRing
 
@@ -159,6 +160,7 @@ class VcpuThread:
         self._state = new
 
     def _main(self) -> None:
+        set_thread_name(f"CPU 0/{getattr(self.cpu, 'accel', 'vcpu').upper()}")
         while self._state is not VcpuRunState.FINISHED:
             if self._state is VcpuRunState.RUNNING:
                 self.cpu.arm()

@@ -83,6 +83,8 @@ def test_vcpu_info_and_accel(make_machine: MachineFactory, accel: str) -> None:
     (info,) = m.vcpu_info()
     assert info["cpu-index"] == 0 and isinstance(info["thread-id"], int)
     assert info["thread-id"] > 0
+    with open(f"/proc/self/task/{info['thread-id']}/comm") as f:
+        assert f.read().strip() == f"CPU 0/{accel.upper()}"
     assert m.pages.shape == (m.npages, 4096) and m.npages * 4096 == m.mem_bytes
 
 
