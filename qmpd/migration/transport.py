@@ -269,10 +269,16 @@ class MigrationConnection:
             self._sock.shutdown(socket.SHUT_WR)
 
     def abort(self) -> None:
-        """Cut the connection now (both directions); pending reads/writes fail."""
+        """Cut the connection now (both directions); pending reads/writes fail.
+
+        The socket is shut down at once but closed a moment later: closing the fd under
+        a pending read would drop it from the event loop's poll set, and that read
+        would then never complete. Owners still call :meth:`close` when done.
+        """
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        self.close()
+        if not self.closed:
+            self._loop.call_later(0.5, self.close)
 
     def close(self) -> None:
         """Close the socket; idempotent."""

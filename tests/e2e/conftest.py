@@ -23,10 +23,10 @@ def wd() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-async def pair(wd: Path) -> AsyncIterator[ColoPair]:
-    """A COLO pair on KVM (or tcg without /dev/kvm) with 100 ms checkpoints."""
-    p = await start_colo_pair(wd, delay_ms=100, extra=["-accel", ACCELS[0]])
+@pytest.fixture(params=ACCELS)
+async def pair(wd: Path, request: pytest.FixtureRequest) -> AsyncIterator[ColoPair]:
+    """A COLO pair with 100 ms checkpoints, on KVM and on tcg."""
+    p = await start_colo_pair(wd, delay_ms=100, extra=["-accel", request.param])
     try:
         yield p
     finally:
