@@ -47,7 +47,11 @@ def _connect(path: str) -> socket.socket:
 
 def _worker(path: str, nclients: int, seconds: float, warmup: float,
             out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    socks = [_connect(path) for _ in range(nclients)]
+    try:
+        socks = [_connect(path) for _ in range(nclients)]
+    except OSError as err:
+        out.put((0, [], str(err)))
+        return
     sel = selectors.DefaultSelector()
     pending: dict[int, float] = {}
     bufs: dict[int, bytes] = {}
@@ -84,7 +88,7 @@ def _worker(path: str, nclients: int, seconds: float, warmup: float,
             s.send(REQUEST)
     for s in socks:
         s.close()
-    out.put((count, latencies))
+    out.put((count, latencies, ""))
 
 
 def run(path: str, nclients: int, seconds: float) -> tuple[float, float, float]:
@@ -100,8 +104,11 @@ def run(path: str, nclients: int, seconds: float) -> tuple[float, float, float]:
     results = [out.get() for _ in procs]
     for p in procs:
         p.join()
-    total = sum(c for c, _ in results)
-    lat = sorted(x for _, lats in results for x in lats)
+    errors = [e for _, _, e in results if e]
+    if errors:
+        raise SystemExit(f"cannot connect to {path}: {errors[0]}")
+    total = sum(c for c, _, _ in results)
+    lat = sorted(x for _, lats, _ in results for x in lats)
     if not lat:
         return 0.0, 0.0, 0.0
     p50 = lat[len(lat) // 2] * 1e6
@@ -109,14 +116,16 @@ def run(path: str, nclients: int, seconds: float) -> tuple[float, float, float]:
     return total / seconds, p50, p99
 
 
-def _spawn() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirectory[str]]:
+def _spawn(extra: list[str]) -> tuple[subprocess.Popen[bytes], str,
+                                      tempfile.TemporaryDirectory[str]]:
     tmp = tempfile.TemporaryDirectory()
     path = str(Path(tmp.name) / "qmp.sock")
     proc = subprocess.Popen([sys.executable, "-m", "qmpd", "-qmp",
-                             f"unix:{path},server=on,wait=off"])
-    for _ in range(100):
-        if os.path.exists(path):
-            break
+                             f"unix:{path},server=on,wait=off", *extra])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("qmpd did not start")
         time.sleep(0.05)
     return proc, path, tmp
 
@@ -126,11 +135,13 @@ def main() -> int:
     parser.add_argument("socket", nargs="?", help="QMP UNIX socket (default: start qmpd)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--clients", default="1,32")
+    parser.add_argument("--qmpd-args", default="",
+                        help="extra arguments for the spawned qmpd, e.g. \"-S\"")
     args = parser.parse_args()
     spawned = None
     path = args.socket
     if path is None:
-        spawned = _spawn()
+        spawned = _spawn(args.qmpd_args.split())
         path = spawned[1]
     try:
         print(f"query-status round trips over {path} ({os.cpu_count()} CPUs, "

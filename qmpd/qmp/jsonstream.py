@@ -109,6 +109,8 @@ class JSONStreamer:
         self.max_tokens = max_tokens
         self._buf = b""
         self._pos = 0
+        self._text: str | None = None  # self._buf decoded, if it is all ASCII
+        self._non_ascii = False        # self._buf is known not to be all ASCII
         self._state = S_START
         self._tok = bytearray()
         self._tokens: list[tuple[int, bytes]] = []
@@ -123,6 +125,8 @@ class JSONStreamer:
             self._pos = 0
         else:
             self._buf += data
+        self._text = None
+        self._non_ascii = False
 
     @property
     def buffered(self) -> int:
@@ -140,14 +144,15 @@ class JSONStreamer:
     # -- fast path ---------------------------------------------------------------
 
     def _fast(self) -> object | None:
-        buf = self._buf
-        pos = self._pos
-        if not buf.isascii():
-            return None
-        text = buf.decode("ascii")
-        start = _FAST_WS.match(text, pos).end()  # type: ignore[union-attr]
+        text = self._text
+        if text is None:
+            if self._non_ascii or not self._buf.isascii():
+                self._non_ascii = True
+                return None
+            text = self._text = self._buf.decode("ascii")
+        start = _FAST_WS.match(text, self._pos).end()  # type: ignore[union-attr]
         if start == len(text):
-            self._buf, self._pos = b"", 0
+            self._buf, self._pos, self._text = b"", 0, None
             return NEED_MORE
         if text[start] != "{":
             return None
@@ -155,7 +160,7 @@ class JSONStreamer:
             value, end = _FAST_DECODER.raw_decode(text, start)
         except (ValueError, RecursionError, _Reject):
             return None
-        if end - start > _FAST_LIMIT or "\\u" in text[start:end]:
+        if end - start > _FAST_LIMIT or text.find("\\u", start, end) >= 0:
             return None
         self._pos = end
         result: object = value
