@@ -101,7 +101,9 @@ class VcpuThread:
         self._state = VcpuRunState.PAUSED
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name="qmpd-vcpu0", daemon=True)
+        self._started = threading.Event()
         self._thread.start()
+        self._started.wait(REQUEST_TIMEOUT)
 
     # ------------------------------------------------------------------ caller side
     @property
@@ -161,6 +163,7 @@ class VcpuThread:
 
     def _main(self) -> None:
         set_thread_name(f"CPU 0/{getattr(self.cpu, 'accel', 'vcpu').upper()}")
+        self._started.set()
         while self._state is not VcpuRunState.FINISHED:
             if self._state is VcpuRunState.RUNNING:
                 self.cpu.arm()
