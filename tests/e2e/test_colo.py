@@ -201,9 +201,9 @@ async def test_lost_heartbeat_on_primary_during_a_checkpoint(pair: ColoPair) -> 
 
 async def test_stop_and_cont_are_refused_in_colo(pair: ColoPair) -> None:
     for node in (pair.primary, pair.secondary):
-        with pytest.raises(ExecuteError, match="^Cannot stop the VM while it is in COLO"):
+        with pytest.raises(ExecuteError, match=r"^Cannot stop the VM while it is in COLO"):
             await node.cmd("stop")
-        with pytest.raises(ExecuteError, match="^Cannot continue the VM while it is in COLO"):
+        with pytest.raises(ExecuteError, match=r"^Cannot continue the VM while it is in COLO"):
             await node.cmd("cont")
 
 
