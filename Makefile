@@ -5,19 +5,25 @@ BIN := $(VENV)/bin
 
 .PHONY: venv test lint demo bench
 
-venv:
+# A fresh clone needs nothing but `make demo` or `make test`: both create the venv first.
+STAMP := $(VENV)/.installed
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
 
-lint:
+lint: $(STAMP)
 	$(BIN)/ruff check qmpd tests
 	$(BIN)/mypy --strict qmpd
 
-test: lint
+test: $(STAMP) lint
 	$(BIN)/pytest -q
 
-demo:
+demo: $(STAMP)
 	$(BIN)/python -m qmpd.demo
 
-bench:
+bench: $(STAMP)
 	$(BIN)/python bench/qmp_throughput.py
