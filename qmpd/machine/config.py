@@ -61,10 +61,16 @@ class GuestConfig:
         return self.wss_bytes // PAGE_SIZE
 
     def effective_batch(self) -> int:
-        """Records per doorbell: ``batch`` or, when 0, about one doorbell per 0.3 ms of pace."""
+        """Records per doorbell: ``batch`` or, when 0, about one doorbell per 0.3 ms.
+
+        A step costs about 0.25 ns per pace iteration plus, while dirty logging is on
+        (migration, COLO), 2-3 µs per page written (the write-protect fault), so the
+        estimate counts both: output latency, COLO's included, stays near 0.3 ms.
+        """
         if self.batch:
             return self.batch
-        return max(1, min(256, 1_200_000 // (self.pace + 1)))
+        step_ns = self.pace // 4 + 2_500 * self.dirty_pages + 1
+        return max(1, min(256, 300_000 // step_ns))
 
     def validate(self) -> None:
         """:raise MachineConfigError: if a value is out of range."""
