@@ -139,12 +139,18 @@ def harvest(mem: int, dirty: int, reps: int) -> dict[str, float]:
     counts: list[int] = []
     with Machine(MachineConfig(mem_bytes=mem, accel="kvm", guest=guest)) as m:
         m.resume()
-        time.sleep(0.05 + dirty * 4e-6)  # first touch of every page
+        done = 0
+        while done < 2:  # first touch of every page
+            time.sleep(0.01)
+            done += m.output.drain().count(b"\n")
         m.pause()
         m.dirty_log_start()
         for i in range(2 * reps):
             m.resume()
-            time.sleep(0.01 + dirty * 5e-6)  # >= one full step with write faults
+            done, deadline = 0, time.perf_counter() + 20
+            while done < 2 and time.perf_counter() < deadline:  # >= one whole step
+                time.sleep(0.002 + dirty * 1e-6)
+                done += m.output.drain().count(b"\n")
             m.pause()
             m.output.drain()
             t0 = time.perf_counter()
@@ -237,7 +243,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     n_pause = 50 if args.quick else 300
-    reps = 3 if args.quick else 7
+    reps = 5 if args.quick else 9
     secs = 0.5 if args.quick else 1.5
     accels = ["kvm", "tcg"] if HAS_KVM else ["tcg"]
 
