@@ -165,7 +165,8 @@ class ColoPrimary:
             pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
             ram_crc=crc,
             release_latency_ms=None if first_output is None
-            else (t_released - first_output) * 1000))
+            else (t_released - first_output) * 1000,
+            overrun=(t_end - t_start) * 1000 > self.delay_ms()))
 
     async def _send_with_faults(self, seq: int, blob: memoryview) -> None:
         """Send ``blob`` applying the planned faults (see :mod:`qmpd.colo.faults`)."""

@@ -16,6 +16,9 @@ class CheckpointRecord:
     pause_ms: float = 0.0
     round_trip_ms: float = 0.0
     release_latency_ms: float | None = None
+    #: the checkpoint took longer than its epoch (x-checkpoint-delay): the guest dirties
+    #: more than the link and the secondary can take in one period
+    overrun: bool = False
     ram_crc: int | None = None
 
 
@@ -25,11 +28,13 @@ class ColoStats:
 
     checkpoints: int = 0
     failed_checkpoints: int = 0
+    epoch_overruns: int = 0
     last: deque[CheckpointRecord] = field(default_factory=lambda: deque(maxlen=512))
 
     def add(self, rec: CheckpointRecord) -> None:
         """Record a completed checkpoint."""
         self.checkpoints += 1
+        self.epoch_overruns += rec.overrun
         self.last.append(rec)
 
     def to_qmp(self) -> dict[str, object]:
@@ -37,10 +42,11 @@ class ColoStats:
         recent = list(self.last)
         return {
             "checkpoints": self.checkpoints,
+            "epoch-overruns": self.epoch_overruns,
             "recent": [
                 {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
                  "pause-us": round(r.pause_ms * 1000), "round-trip-us":
-                 round(r.round_trip_ms * 1000),
+                 round(r.round_trip_ms * 1000), "overrun": r.overrun,
                  **({"ram-crc": r.ram_crc} if r.ram_crc is not None else {}),
                  **({"release-latency-us": round(r.release_latency_ms * 1000)}
                     if r.release_latency_ms is not None else {})}
