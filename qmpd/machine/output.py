@@ -107,10 +107,11 @@ class OutputRing:
         self.cons = cons
         self._hdr[layout.RING_CONS_OFF // 8] = cons
 
-    def drain(self) -> int:
+    def drain(self, force: bool = False) -> int:
         """Move every completed record into :attr:`output`; return how many. vCPU thread,
-        guest not running. Stops early (leaving records in the ring) above the soft cap."""
-        if self.output.full():
+        guest not running. Above the soft cap nothing moves (the guest then blocks on its
+        full ring) unless ``force`` (pause: at most one ring, 1 MiB, beyond the cap)."""
+        if not force and self.output.full():
             return 0
         prod, cons = self.prod, self.cons
         count = prod - cons

@@ -189,7 +189,7 @@ class VcpuThread:
         if req.kind is Req.PAUSE:
             if state is VcpuRunState.RUNNING:
                 self._set_state(VcpuRunState.PAUSED)
-            self.ring.drain()
+            self.ring.drain(force=True)  # pause hands over everything, cap or not
         elif req.kind is Req.RESUME:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")
@@ -197,7 +197,7 @@ class VcpuThread:
         elif req.kind is Req.SYNC:
             return req.fn() if req.fn is not None else None
         elif req.kind is Req.FINISH:
-            self.ring.drain()
+            self.ring.drain(force=True)
             self._set_state(VcpuRunState.FINISHED)
         else:
             if state is VcpuRunState.RUNNING:
@@ -232,7 +232,7 @@ class VcpuThread:
 
     def _fail(self, why: str) -> None:
         log.error("vCPU stopped: %s", why)
-        self.ring.drain()
+        self.ring.drain(force=True)
         self.fault = why
         self._set_state(VcpuRunState.FAULTED)
         if self.on_fault is not None:

@@ -32,8 +32,8 @@ def run_until_blocked(m: Machine, prod: int) -> None:
 def test_dirty_log_matches_the_guest_pattern(make_machine: MachineFactory) -> None:
     """Output never drained → the guest fills the ring and blocks at a known point.
 
-    Phase 1 (not logged): steps 0..SLOTS-1 emitted, step SLOTS wrote its pages and waits.
-    Phase 2 (logged): the ring is drained once; steps SLOTS..2*SLOTS-1 emit, step 2*SLOTS
+    Phase 1 (not logged): steps 0..SLOTS-1 emitted, step SLOTS wrote its pages and waits;
+    the pause drains the ring. Phase 2 (logged): steps SLOTS..2*SLOTS-1 emit, step 2*SLOTS
     writes its pages and waits. With d=1, W=32768 it wrote WS pages (c mod W) for
     c in [SLOTS+1, 2*SLOTS+1), every ring page, and the ring header — nothing else.
     """
@@ -41,8 +41,8 @@ def test_dirty_log_matches_the_guest_pattern(make_machine: MachineFactory) -> No
     w = 128 * MiB // 4096
     m.output.soft_cap = 0  # the vCPU thread does not drain: backpressure
     run_until_blocked(m, SLOTS)
+    assert len(m.output.drain()) > 0  # pause drains past the cap
     m.dirty_log_start()
-    m.output.soft_cap = 1  # drain one ring-full, then block again
     run_until_blocked(m, 2 * SLOTS)
     got = m.dirty_log_harvest()
     assert got.dtype == np.uint64
