@@ -82,12 +82,17 @@ class VmStack:
             assert migration is not None
             return bool(migration.config.parameter("x-colo-pipeline"))
 
+        def max_dirty() -> int:
+            assert migration is not None
+            return migration.config.int_parameter("x-colo-max-dirty-pages")
+
         def colo_completed() -> None:
             assert migration is not None
             migration.colo_completed()
 
         colo = ColoManager(machine, vm, pump, emit, delay_ms=delay_ms,
-                           migration_completed=colo_completed, pipelined=pipelined)
+                           migration_completed=colo_completed, pipelined=pipelined,
+                           max_dirty=max_dirty)
         migration = MigrationManager(machine, runstate, emit, colo_hook=colo,
                                      autostart=not config.start_paused)
         migration.vm = vm

@@ -57,7 +57,8 @@ class ColoManager:
     def __init__(self, machine: ColoMachine, vm: VmPort, pump: PumpPort, emit: Emit,
                  delay_ms: Callable[[], int],
                  migration_completed: Callable[[], None],
-                 pipelined: Callable[[], bool] = lambda: True) -> None:
+                 pipelined: Callable[[], bool] = lambda: True,
+                 max_dirty: Callable[[], int] = lambda: 0) -> None:
         self.machine = machine
         self.vm = vm
         self.pump = pump
@@ -65,6 +66,7 @@ class ColoManager:
         self._delay_ms = delay_ms
         self._migration_completed = migration_completed
         self._pipelined = pipelined
+        self._max_dirty = max_dirty
         self.failover = FailoverState()
         self.mode = ColoMode.NONE
         self.last_mode = ColoMode.NONE
@@ -86,7 +88,8 @@ class ColoManager:
         self.machine.dirty_log_start()
         self._primary = ColoPrimary(chan, self.machine, self.vm, self.pump, self._commit,
                                     self.failover, self._delay_ms, self.stats,
-                                    hash_ram=self.hash_ram, pipelined=self._pipelined)
+                                    hash_ram=self.hash_ram, pipelined=self._pipelined,
+                                    max_dirty=self._max_dirty)
         await self._run_session(self._primary.run())
         # Alone from here on: what was held leaves, in order, and the guest runs.
         self._commit.release_all()

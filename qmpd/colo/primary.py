@@ -37,10 +37,14 @@ Failover or a link error ends the loop; :mod:`qmpd.colo.manager` decides what fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
 from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
 
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Staging
@@ -54,6 +58,9 @@ from qmpd.machine.runstate import RunState
 
 log = logging.getLogger(__name__)
 
+#: How often an adaptive epoch samples the dirty log.
+SAMPLE_S = 0.005
+
 
 class ColoPrimary:
     """One COLO session on the primary side."""
@@ -62,7 +69,8 @@ class ColoPrimary:
                  pump: PumpPort, commit: OutputCommit, failover: FailoverState,
                  delay_ms: Callable[[], int], stats: ColoStats,
                  hash_ram: bool = False,
-                 pipelined: Callable[[], bool] = lambda: True) -> None:
+                 pipelined: Callable[[], bool] = lambda: True,
+                 max_dirty: Callable[[], int] = lambda: 0) -> None:
         self.chan = chan
         self.machine = machine
         self.vm = vm
@@ -73,10 +81,14 @@ class ColoPrimary:
         self.stats = stats
         self.hash_ram = hash_ram
         self.pipelined = pipelined
+        self.max_dirty = max_dirty
         self.seq = 0
         self.trigger = asyncio.Event()
         self._staging = Staging()
         self.faults = FaultPlan()
+        # Dirty pages sampled during the epoch (adaptive epochs only).
+        self._acc = np.zeros(0, dtype=bool)
+        self._acc_count = 0
 
     async def wait_ready(self) -> None:
         """Wait for the secondary's ``checkpoint-ready``."""
@@ -96,21 +108,54 @@ class ColoPrimary:
         while not self.failover.pending():
             # Like QEMU's timer, re-armed when a checkpoint starts: the period is the
             # delay unless a checkpoint takes longer than that.
-            deadline = last_start + self.delay_ms() / 1000.0
-            while not self.trigger.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self.trigger.wait(), left)
-                except TimeoutError:
-                    break
+            await self._wait_epoch(last_start + self.delay_ms() / 1000.0)
             self.trigger.clear()
             if self.failover.pending():
                 log.info("COLO primary: failover request")
                 return
             last_start = time.monotonic()
             await self.checkpoint()
+
+    async def _wait_epoch(self, deadline: float) -> None:
+        """Wait for the end of the epoch, a trigger, or (adaptive) too many dirty pages.
+
+        With ``x-colo-max-dirty-pages`` set, the dirty log is sampled every few ms and
+        the checkpoint starts early once that many pages are dirty, so that no checkpoint
+        carries more than about that much and output waits less (the epoch shortens).
+        """
+        while not self.trigger.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            limit = self.max_dirty()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.trigger.wait(),
+                                       min(left, SAMPLE_S) if limit else left)
+            if limit and self._sample() >= limit:
+                self.stats.early_checkpoints += 1
+                return
+
+    def _sample(self) -> int:
+        """Fold the dirty log into the epoch's accumulated set; return its size."""
+        if self._acc.size != self.machine.npages:
+            self._acc = np.zeros(self.machine.npages, dtype=bool)
+            self._acc_count = 0
+        index = self.machine.dirty_log_harvest().astype(np.intp)
+        if index.size:
+            self._acc_count += int(np.count_nonzero(~self._acc[index]))
+            self._acc[index] = True
+        return self._acc_count
+
+    def _harvest(self) -> npt.NDArray[np.uint64]:
+        """The epoch's dirty pages: the final harvest plus whatever was sampled."""
+        index = self.machine.dirty_log_harvest()
+        if not self._acc_count:
+            return index
+        self._acc[index.astype(np.intp)] = True
+        merged = np.flatnonzero(self._acc)
+        self._acc[merged] = False
+        self._acc_count = 0
+        return merged.astype(np.uint64)
 
     async def checkpoint(self) -> None:
         """Run one checkpoint; its request/reply were exchanged when the last one ended."""
@@ -127,7 +172,7 @@ class ColoPrimary:
         machine = self.machine
         self.commit.hold(seq, machine.output.drain())
         first_output = self.pump.take_first_held_time()
-        index = machine.dirty_log_harvest()
+        index = self._harvest()
         state = machine.save_state()
         self._staging.gather(seq, machine.pages, index, state)
         crc = zlib.crc32(machine.pages.data) if self.hash_ram else None

@@ -29,6 +29,7 @@ class ColoStats:
     checkpoints: int = 0
     failed_checkpoints: int = 0
     epoch_overruns: int = 0
+    early_checkpoints: int = 0
     last: deque[CheckpointRecord] = field(default_factory=lambda: deque(maxlen=512))
 
     def add(self, rec: CheckpointRecord) -> None:
@@ -43,6 +44,7 @@ class ColoStats:
         return {
             "checkpoints": self.checkpoints,
             "epoch-overruns": self.epoch_overruns,
+            "early-checkpoints": self.early_checkpoints,
             "recent": [
                 {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
                  "pause-us": round(r.pause_ms * 1000), "round-trip-us":

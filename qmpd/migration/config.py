@@ -67,6 +67,8 @@ _PARAMS: Final[dict[str, tuple[str, object]]] = {
     "multifd-zstd-level": ("uint8", 1),
     # qmpd extension: pipelined COLO checkpoints (False = QEMU's transaction order).
     "x-colo-pipeline": ("bool", True),
+    # qmpd extension: start a COLO checkpoint early once this many pages are dirty (0: off).
+    "x-colo-max-dirty-pages": ("uint64", 0),
 }
 PARAMETERS: Final[tuple[str, ...]] = tuple(_PARAMS)
 MULTIFD_COMPRESSION: Final = ("none", "zlib", "zstd")

@@ -222,3 +222,25 @@ async def test_corrupt_checkpoint_is_never_applied(pair: Pair) -> None:
     await _wait(lambda: len(s.out) > 2000)
     report = _report(released + bytes(s.out))
     assert report.ok, report
+
+
+async def test_adaptive_epochs_bound_the_dirty_set(pair: Pair) -> None:
+    p, s = pair.primary, pair.secondary
+    await _wait(lambda: s.colo.stats.checkpoints >= 2)
+    prim = p.colo._primary
+    assert prim is not None
+    limit = 64
+    prim.max_dirty = lambda: limit
+    prim.delay_ms = lambda: 2000
+    base = p.colo.stats.checkpoints
+    t0 = asyncio.get_running_loop().time()
+    await _wait(lambda: p.colo.stats.checkpoints >= base + 5)
+    # With 2 s epochs five checkpoints would take 10 s; sampling the dirty log starts
+    # each one as soon as the limit is passed instead.
+    assert asyncio.get_running_loop().time() - t0 < 5.0
+    assert p.colo.stats.early_checkpoints >= 4
+    await _wait(lambda: s.colo.stats.checkpoints >= base + 4)
+    prim_crc = {r.seq: r.ram_crc for r in p.colo.stats.last}
+    sec_crc = {r.seq: r.ram_crc for r in s.colo.stats.last}
+    common = sorted(set(prim_crc) & set(sec_crc))[-3:]
+    assert common and all(prim_crc[k] == sec_crc[k] for k in common)
