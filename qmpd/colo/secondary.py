@@ -83,7 +83,8 @@ class ColoSecondary:
         size = await msg.expect_size(self.chan, self._limit)
         t0 = time.perf_counter()
         if len(self._buf) < size:
-            self._buf = bytearray(max(size, 2 * len(self._buf)))
+            # Never more than the largest checkpoint this guest can need (invariant 5).
+            self._buf = bytearray(min(max(size, 2 * len(self._buf)), self._limit))
         view = memoryview(self._buf)[:size]
         try:
             await self.chan.recv_into(view)
