@@ -24,14 +24,15 @@ RAM_SLOT = 0
 
 
 class KvmAccel:
-    """KVM for a :class:`GuestRam`.
+    """KVM for a :class:`GuestRam`. ``manual_protect=False`` keeps KVM's classic dirty log
+    (GET = get + clear + re-protect) even where manual protect is offered.
 
     :raise KvmUnavailableError: if ``/dev/kvm`` cannot be used.
     """
 
     accel = "kvm"
 
-    def __init__(self, ram: GuestRam) -> None:
+    def __init__(self, ram: GuestRam, manual_protect: bool = True) -> None:
         self.ram = ram
         self.kvm = Kvm()
         try:
@@ -40,7 +41,7 @@ class KvmAccel:
                 if not self.kvm.check_extension(cap):
                     raise KvmUnavailableError(f"KVM lacks capability {cap.name}")
             self.vm = self.kvm.create_vm()
-            self.manual_protect = self.vm.enable_manual_dirty_protect()
+            self.manual_protect = manual_protect and self.vm.enable_manual_dirty_protect()
             # Guest RAM is owned by `ram` (GuestRam keeps the mmap until close(), which
             # Machine calls only after this VM fd is closed).
             self.vm.set_user_memory_region(RAM_SLOT, 0, ram.size, ram.host_addr)
