@@ -31,8 +31,10 @@ from qmpd.machine import GuestConfig, Machine, MachineConfig, layout
 from qmpd.machine.accel_kvm import KvmAccel
 from qmpd.machine.config import GiB, MiB
 from qmpd.machine.dirty import decode_bitmap
+from qmpd.machine.guest import guest_image
 from qmpd.machine.kvm import Kvm
 from qmpd.machine.kvm import ioctls as k
+from qmpd.machine.kvm.exits import IoOut
 from qmpd.machine.memory import GuestRam
 
 HAS_KVM = os.path.exists("/dev/kvm")
@@ -162,6 +164,33 @@ def harvest(mem: int, dirty: int, reps: int) -> dict[str, float]:
             "pages": float(statistics.median(counts))}
 
 
+def harvest_modes(mem: int, dirty: int, reps: int) -> dict[str, float]:
+    """KvmAccel without the vCPU thread: one guest step (all ``dirty`` pages) per doorbell,
+    then harvest, in manual-protect (GET + CLEAR) and classic (GET) mode (ms, medians)."""
+    out: dict[str, float] = {}
+    guest = GuestConfig(wss_bytes=dirty * 4096, dirty_pages=dirty, check_every=0, batch=1)
+    for manual in (True, False):
+        ram = GuestRam(mem)
+        layout.write_boot_image(ram.flat, ram.size, guest, guest_image())
+        acc = KvmAccel(ram, manual_protect=manual)
+        acc.boot()
+        times = []
+        try:
+            acc.dirty_log_start()
+            for i in range(reps + 2):
+                while not isinstance(acc.run(), IoOut):
+                    pass
+                t0 = time.perf_counter()
+                acc.dirty_log_harvest()
+                if i >= 2:  # the first steps also pay first touch
+                    times.append(time.perf_counter() - t0)
+        finally:
+            acc.close()
+            ram.close()
+        out["manual_ms" if manual else "classic_ms"] = statistics.median(times) * 1e3
+    return out
+
+
 # --------------------------------------------------------------------------- rates
 def output_rate(accel: str, guest: GuestConfig, seconds: float) -> float:
     with Machine(MachineConfig(mem_bytes=64 * MiB, accel=accel, guest=guest)) as m:
@@ -287,6 +316,12 @@ def main() -> None:
                 show(f"{mem >> 30} GiB, {dirty // 1000}k dirty ({r['pages']:.0f} reported)",
                      f"{r['harvest_ms']:.3f} ms",
                      f"raw {r['raw_ms']:.3f} ms, ratio {ratio:.2f} (target <= 2)")
+        print("  raw ioctl + decode, no vCPU thread: manual protect (GET+CLEAR) vs classic GET")
+        for dirty in (1000, 10000, 100000):
+            r = harvest_modes(1 * GiB, dirty, reps)
+            RESULTS[f"harvest_modes_1g_{dirty}"] = r
+            show(f"1 GiB, {dirty // 1000}k dirty: manual / classic",
+                 f"{r['manual_ms']:.3f} / {r['classic_ms']:.3f} ms")
 
     print("\nguest output and dirtying at full speed")
     for accel in accels:
