@@ -295,6 +295,8 @@ class PrecopySource:
         words = buf.view(np.uint64)
         nonzero = np.bitwise_or.reduce(words, axis=1) != 0 if k else np.ones(0, np.bool_)
         zero = cand[~nonzero]
+        if len(zero) * 16 < k:  # a few zero pages: cheaper to send than to compact around
+            zero, nonzero = zero[:0], np.ones(k, np.bool_)
         if len(zero):
             keep = np.flatnonzero(nonzero)
             np.take(buf, keep, axis=0, out=self._compact[:len(keep)], mode="clip")
