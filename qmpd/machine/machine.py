@@ -225,6 +225,9 @@ class Machine:
             return
         self._accel.close()
         self._ram.close()
+        # Break the Machine <-> vCPU-thread cycle so RAM is unmapped as soon as the last
+        # reference to this Machine goes, not at the next GC cycle.
+        self._vcpu.on_fault = None
 
     def __enter__(self) -> Machine:
         return self

@@ -77,7 +77,8 @@ class TcgAccel:
             self.uc.mem_map_ptr(0, ram.size, uc_const.UC_PROT_ALL, ram.host_addr)
         except _UcError as err:
             raise KvmUnavailableError(f"tcg: cannot start the emulator: {err}") from err
-        self.uc.hook_add(uc_const.UC_HOOK_INSN, self._on_out, None, 1, 0, x.UC_X86_INS_OUT)
+        self._out_hook = self.uc.hook_add(uc_const.UC_HOOK_INSN, self._on_out, None, 1, 0,
+                                          x.UC_X86_INS_OUT)
         self._exit: ex.VcpuExit | None = None
         self._kicked = False
         self._dirty_lock = threading.Lock()
@@ -160,7 +161,11 @@ class TcgAccel:
 
     def close(self) -> None:
         self.dirty_log_stop()
+        self.uc.hook_del(self._out_hook)
         self.uc.mem_unmap(0, self.ram.size)
+        # unicorn keeps reference cycles of its own (freed by the GC, not by refcount):
+        # drop ours to it and to RAM so the guest RAM goes as soon as the Machine does.
+        del self.uc, self.ram
 
 
 __all__ = ["TcgAccel"]

@@ -108,3 +108,28 @@ def test_backpressure_blocks_the_guest_and_loses_nothing(make_machine: MachineFa
     report = verify_stream(lines, d=16, w=W, start=0)
     assert report.ok, report
     assert report.records >= 20000
+
+
+def test_close_returns_guest_ram_at_once(accel: str) -> None:
+    """No reference cycle keeps RAM mapped after close() until the next GC."""
+    import gc
+
+    from qmpd.machine import GuestConfig, MachineConfig
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / (1 << 20)
+
+    gc.disable()
+    try:
+        rss0 = rss_mib()
+        m = Machine(MachineConfig(mem_bytes=72 << 20, accel=accel,
+                                  guest=GuestConfig(wss_bytes=64 << 20, dirty_pages=16384)))
+        read_records(m, 2)
+        grown = rss_mib() - rss0
+        assert grown > 50
+        m.close()
+        del m
+        assert rss_mib() - rss0 < grown / 4
+    finally:
+        gc.enable()
