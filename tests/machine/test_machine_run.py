@@ -133,3 +133,14 @@ def test_close_returns_guest_ram_at_once(accel: str) -> None:
         assert rss_mib() - rss0 < grown / 4
     finally:
         gc.enable()
+
+
+def test_hugepage_backed_ram(accel: str) -> None:
+    from qmpd.machine import GuestConfig, MachineConfig
+
+    config = MachineConfig(mem_bytes=32 << 20, accel=accel, hugepages=True,
+                           guest=GuestConfig(wss_bytes=4 << 20))
+    with Machine(config) as m:
+        assert verify_stream(read_records(m, 100), d=16, w=W, start=0).ok
+        m.reset()
+        assert verify_stream(read_records(m, 100), d=16, w=W, start=0).ok
