@@ -6,12 +6,13 @@ Users: :class:`qmpd.machine.Machine`. Nothing pokes the vCPU from outside except
 
 ::
 
-          resume                 guest exit it cannot handle
-   PAUSED ───────► RUNNING ─────────────────────────► FAULTED
-     ▲   ◄───────    │                                  │
-     │    pause      │ finish                           │ call (reset / load_state)
-     │               ▼                                  ▼
-     └──────────  FINISHED ◄──── finish ───────────  PAUSED
+            resume                     unhandled guest exit
+   PAUSED ─────────► RUNNING ─────────────────────────► FAULTED
+     ▲  ◄─────────                                         │
+     │     pause             FINISHED ◄── finish           │ call (reset, load_state)
+     │                       (from any state; the thread   │
+     │                        ends)                        │
+     └─────────────────────────────────────────────────────┘
 
 ``call`` runs a function on the vCPU thread while not running (save/load state, reset);
 ``sync`` runs one between two guest runs in any state (dirty-log start/stop).
