@@ -144,3 +144,19 @@ def test_events_are_validated(schema: Schema) -> None:
     with pytest.raises(SchemaError, match="event DONE: bad data"):
         bus.emit("DONE", {"n": "1"})
     assert len(seen) == 1
+
+
+def test_hmp_info_table_is_extensible(schema: Schema) -> None:
+    from qmpd.commands.hmp import HMP_INFO, hmp_info, run_hmp
+
+    @hmp_info("qmpd-test", "show a test line")
+    async def info_test(ctx: CommandContext, args: str) -> str:
+        return f"args={args!r}\nsecond line\n"
+    try:
+        ctx = _context(schema)
+        assert asyncio.run(run_hmp(ctx, "info qmpd-test  a b ")) == \
+            "args='a b'\r\nsecond line\r\n"
+        assert "info qmpd-test  -- show a test line\r\n" in asyncio.run(run_hmp(ctx, "info"))
+        assert asyncio.run(run_hmp(ctx, "info nothing")) == "unknown command: 'info nothing'\r\n"
+    finally:
+        del HMP_INFO["qmpd-test"]
