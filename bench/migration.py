@@ -12,8 +12,9 @@ TCP sockets, with ``max-bandwidth`` lifted and the default ``downtime-limit`` (3
 For each: total time, throughput (RAM size / total time, and bytes on the wire /
 total time), downtime, passes. Limits measured in the same run: 1 GiB through a UNIX
 and a TCP loopback socket with the same asyncio calls migration uses, and a 1 GiB
-memcpy. When ``qemu-system-x86_64`` is installed, an idle QEMU guest of each size is
-migrated the same way (unix, bandwidth cap lifted) for the ratio.
+memcpy. When ``qemu-system-x86_64`` is installed, an idle QEMU guest of each size (no
+disk, SeaBIOS finding nothing to boot) is migrated the same way (unix, bandwidth cap
+lifted) and the time ratio printed.
 
 Usage: ``python bench/migration.py [--quick]`` (quick: 1 GiB scenarios only).
 """
@@ -207,6 +208,17 @@ def calibrate_dirtier(target_pages_per_s: float = 25_000.0) -> tuple[GuestConfig
 
 # -- QEMU comparison ------------------------------------------------------------------
 
+def qemu_version() -> str:
+    """``qemu-system-x86_64 --version``'s number, or "?"."""
+    import subprocess
+    exe = shutil.which("qemu-system-x86_64")
+    if exe is None:
+        return "?"
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    words = out.stdout.split()
+    return words[3] if len(words) > 3 else "?"
+
+
 async def qemu_idle(mem: int, tmp: str) -> float | None:
     """Migrate an idle QEMU guest (no disk, -S) over unix; seconds, or None if absent."""
     exe = shutil.which("qemu-system-x86_64")
@@ -268,10 +280,13 @@ async def main(quick: bool) -> None:
           "measured, 64 MiB working set")
     print(f"{'scenario':24} {'sock':4} {'total s':>8} {'RAM GB/s':>9} {'wire GB/s':>9} "
           f"{'wire MiB':>9} {'downtime':>9} {'passes':>6} {'x sock-limit':>12}")
+    ours: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, mem, guest, full in scenarios:
             for kind in ("unix", "tcp"):
                 r = await migrate(name, kind, mem, guest, full, tmp)
+                if name.startswith("idle") and kind == "unix":
+                    ours[mem] = r.seconds
                 limit = limits[kind] * mem / GiB
                 print(f"{r.name:24} {r.kind:4} {r.seconds:8.3f} {r.mem / r.seconds / 1e9:9.2f} "
                       f"{r.wire_bytes / r.seconds / 1e9:9.2f} {r.wire_bytes / MiB:9.1f} "
@@ -283,7 +298,8 @@ async def main(quick: bool) -> None:
                 print(f"QEMU idle {mem // GiB} GiB: qemu-system-x86_64 not installed (or failed);"
                       " comparison skipped")
             else:
-                print(f"QEMU idle {mem // GiB} GiB unix: {q:.3f} s")
+                print(f"QEMU {qemu_version()} idle {mem // GiB} GiB unix: {q:.3f} s; "
+                      f"qmpd/QEMU time ratio {ours[mem] / q:.2f}")
 
 
 if __name__ == "__main__":

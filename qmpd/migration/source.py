@@ -53,7 +53,7 @@ from qmpd.migration.transport import MigrationConnection, RpMessage
 log = logging.getLogger(__name__)
 
 #: Pages gathered and sent per RAM section.
-BATCH_PAGES = 8192
+BATCH_PAGES = 2048
 
 
 class SourcePhase(enum.Enum):

@@ -116,6 +116,13 @@ async def test_migrate_between_two_qmpd_processes(wd: Path) -> None:
         assert "events: on\r\n" in text and text.startswith("xbzrle: off")
         params = await dst.cmd("query-migrate-parameters")
         assert params["x-checkpoint-delay"] == 200 and params["downtime-limit"] == 300
+        text = await dst.cmd("human-monitor-command",
+                             **{"command-line": "info migrate_parameters"})
+        assert text.startswith("announce-initial: 50 ms\r\n")
+        assert "downtime-limit: 300 ms\r\n" in text and "tls-creds: ''\r\n" in text
+        assert "x-checkpoint-delay: 200 ms\r\n" in text
+        text = await dst.cmd("human-monitor-command", **{"command-line": "info migrate"})
+        assert "Migration status: completed\r\n" in text
     finally:
         for r in readers:
             await r.close()
