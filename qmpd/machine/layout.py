@@ -64,6 +64,15 @@ def config_words(guest: GuestConfig) -> list[int]:
             guest.check_every, RING_GPA, RING_SLOTS, guest.effective_batch()]
 
 
+CONFIG_BATCH_WORD = 8  # index of the batch word in config_words()
+
+
+def set_batch(ram: np.ndarray, batch: int) -> None:
+    """Change the guest's records-per-doorbell while it runs (it rereads the word every
+    step; only the timing of doorbell exits changes, never the output)."""
+    ram[CONFIG_GPA:CONFIG_GPA + PAGE].view(np.uint64)[CONFIG_BATCH_WORD] = batch
+
+
 def write_boot_image(ram: np.ndarray, mem_bytes: int, guest: GuestConfig,
                      image: bytes) -> None:
     """Write config page, ring header, page tables and code into zeroed guest RAM ``ram``

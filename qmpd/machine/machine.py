@@ -102,6 +102,9 @@ class Machine:
 
     def resume(self) -> None:
         """Let the vCPU run. :raise GuestFault: if the guest stopped on an error."""
+        # RAM may have come from another machine (migration, COLO) with the doorbell batch
+        # of its dirty-logging state: set ours.
+        self._set_batch()
         self._vcpu.request(Req.RESUME)
 
     def pause(self) -> None:
@@ -151,6 +154,7 @@ class Machine:
         # and once this returns every later guest write is tracked.
         self._vcpu.request(Req.SYNC, self._accel.dirty_log_start)
         self._dirty_logging = True
+        self._set_batch()
 
     def dirty_log_harvest(self) -> np.ndarray:
         """uint64 page indices dirtied since the last harvest/start (get + clear).
@@ -171,6 +175,7 @@ class Machine:
         if self._dirty_logging:
             self._vcpu.request(Req.SYNC, self._accel.dirty_log_stop)
             self._dirty_logging = False
+            self._set_batch()
             self._reset_dirty = False
 
     # ------------------------------------------------------------------ state
@@ -242,6 +247,11 @@ class Machine:
     def _boot_image(self) -> None:
         layout.write_boot_image(self._ram.flat, self.mem_bytes, self.config.guest, self._image)
         self._ring.set_cons(0)
+        self._set_batch()
+
+    def _set_batch(self) -> None:
+        """Records per doorbell for the current dirty-logging state (timing only)."""
+        layout.set_batch(self._ram.flat, self.config.guest.effective_batch(self._dirty_logging))
 
     def _on_fault(self, why: str) -> None:
         if self._fault_cb is not None:

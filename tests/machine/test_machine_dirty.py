@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from qmpd.machine import Machine, MachineStateError, layout
+from qmpd.machine.guest_check import verify_stream
 
 from .conftest import MachineFactory, MiB, read_records
 
@@ -103,3 +104,20 @@ def test_dirty_log_start_harvest_stop_while_running(make_machine: MachineFactory
     m.dirty_log_stop()
     m.pause()
     assert not m.dirty_logging
+
+
+def test_doorbell_batch_follows_dirty_logging(make_machine: MachineFactory) -> None:
+    """Auto batch: large without logging (cheap steps), small with it (faulting steps);
+    only the doorbell timing changes, the output stream stays intact."""
+    m = make_machine()
+    word = m.pages[layout.CONFIG_GPA // 4096].view(np.uint64)[layout.CONFIG_BATCH_WORD]
+    assert word == m.config.guest.effective_batch() == 256
+    lines = read_records(m, 1000)
+    m.dirty_log_start()
+    batch = int(m.pages[layout.CONFIG_GPA // 4096].view(np.uint64)[layout.CONFIG_BATCH_WORD])
+    assert batch == m.config.guest.effective_batch(dirty_logging=True) < 16
+    lines += read_records(m, 1000)
+    m.dirty_log_stop()
+    assert m.pages[layout.CONFIG_GPA // 4096].view(np.uint64)[layout.CONFIG_BATCH_WORD] == 256
+    lines += read_records(m, 1000)
+    assert verify_stream(lines, d=16, w=1024, start=0).ok
