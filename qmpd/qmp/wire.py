@@ -40,13 +40,36 @@ def qdict_order(keys: tuple[str, ...]) -> tuple[str, ...]:
     return order
 
 
+class QemuFloat:
+    """A double as QEMU prints it (``%.17g``: ``2.0`` -> ``2``, ``0.1`` ->
+    ``0.10000000000000001``); placed by :func:`to_qobject_order`, written by :func:`dumps`."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: float) -> None:
+        self.text = f"{value:.17g}"
+
+
+_FLOAT_MARK = "\x00\x01qmpd-float\x01"
+_FLOAT_TEXT = re.compile(r'"\\u0000\\u0001qmpd-float\\u0001([^"\\]*)"')
+
+
+def _float_default(value: Any) -> str:
+    if isinstance(value, QemuFloat):
+        return _FLOAT_MARK + value.text
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
 def to_qobject_order(value: Any) -> Any:
-    """Return ``value`` with every object's members in QDict iteration order."""
-    if isinstance(value, dict):
-        keys = tuple(value)
-        return {k: to_qobject_order(value[k]) for k in qdict_order(keys)}
-    if isinstance(value, list):
+    """Return ``value`` with every object's members in QDict iteration order
+    (and floats wrapped as :class:`QemuFloat`)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: to_qobject_order(value[k]) for k in qdict_order(tuple(value))}
+    if kind is list:
         return [to_qobject_order(v) for v in value]
+    if kind is float:
+        return QemuFloat(value)
     return value
 
 
@@ -57,8 +80,10 @@ def _fix_escape(match: re.Match[str]) -> str:
 
 def dumps(message: Any) -> bytes:
     """Encode one already-ordered message as QEMU's wire bytes (with CRLF)."""
-    text = json.dumps(message)
+    text = json.dumps(message, default=_float_default)
     if "\\u" in text or "\x7f" in text:
+        if "qmpd-float" in text:
+            text = _FLOAT_TEXT.sub(r"\1", text)
         text = _ESCAPE_FIX.sub(_fix_escape, text.replace("\x7f", "\\u007F"))
     return text.encode("ascii") + b"\r\n"
 
@@ -72,7 +97,7 @@ def return_reply(value: Any, msg_id: Any = None, has_id: bool = False) -> bytes:
     """``{"return": value, "id": id}``; the id only if the request had one."""
     value = to_qobject_order(value)
     if has_id:
-        return dumps({"return": value, "id": msg_id})
+        return dumps({"return": value, "id": to_qobject_order(msg_id)})
     return dumps({"return": value})
 
 
@@ -80,7 +105,7 @@ def error_reply(error_class: str, desc: str, msg_id: Any = None, has_id: bool = 
     """``{"id": id, "error": {"class": ..., "desc": ...}}`` in QEMU's member order."""
     error = {"class": error_class, "desc": desc}
     if has_id:
-        return dumps({"id": msg_id, "error": error})
+        return dumps({"id": to_qobject_order(msg_id), "error": error})
     return dumps({"error": error})
 
 

@@ -257,3 +257,11 @@ def test_visitor_accepts_and_normalises(check: Any) -> None:
     assert out["n"] == 2.0 and type(out["n"]) is float
     assert {k: v for k, v in out.items() if k not in ("u64", "n")} == \
         {k: v for k, v in args.items() if k not in ("u64", "n")}
+
+
+def test_numbers_and_objects_are_written_as_qemu_writes_them(raw: Raw) -> None:
+    raw.send('{"execute": "query-name", "id": {"b": 2.0, "a": [0.1, 1e20, -0.0, 5]}}')
+    assert raw.line() == b'{"return": {"name": "testvm"}, "id": {"a": ' \
+        b'[0.10000000000000001, 1e+20, -0, 5], "b": 2}}\r\n'
+    raw.send('{"execute": "query-name", "id": "\\u00e9\\u007f\\t/"}')
+    assert raw.line() == b'{"return": {"name": "testvm"}, "id": "\\u00E9\\u007F\\t/"}\r\n'
