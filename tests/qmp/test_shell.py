@@ -84,3 +84,20 @@ def test_hmp_shell_banner_completion_and_command(daemon: Qmpd, tmp_path: Path) -
         child.expect_exact("unknown command: 'nonsense'")
     finally:
         child.terminate(force=True)
+
+
+def test_qmp_shell_without_negotiation(daemon: Qmpd, tmp_path: Path) -> None:
+    child = _spawn(tmp_path, "-N", daemon.path)
+    try:
+        child.expect_exact("Connected\r\n")
+        child.expect_exact("(QEMU) ")
+        child.sendline("query-status")
+        child.expect_exact('{"error": {"class": "CommandNotFound", "desc": "Expecting '
+                           "capabilities negotiation with 'qmp_capabilities'\"}}")
+        child.sendline("qmp_capabilities")
+        child.expect_exact('{"return": {}}')
+        child.sendline("qmp_capabilities")
+        child.expect_exact('{"error": {"class": "CommandNotFound", "desc": "Capabilities '
+                           'negotiation is already complete, command ignored"}}')
+    finally:
+        child.terminate(force=True)
