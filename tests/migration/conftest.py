@@ -39,6 +39,20 @@ class Node:
     def ram_hash(self) -> str:
         return hashlib.sha256(self.machine.pages.data).hexdigest()
 
+    def hash_at_stop_point(self) -> list[str]:
+        """Record the RAM hash when the source saves its state (paused, final pass
+        harvested): the stop point. The machine writes host-side words into guest RAM
+        when dirty logging stops (config page), so "after completion" is later."""
+        seen: list[str] = []
+        save = self.machine.save_state
+
+        def save_and_hash() -> bytes:
+            seen.append(self.ram_hash())
+            return save()
+
+        self.machine.save_state = save_and_hash  # type: ignore[method-assign]
+        return seen
+
     def names(self, *which: str) -> list[str]:
         """Events as strings: ``MIGRATION:active``, ``MIGRATION_PASS``, ``STOP`` ..."""
         res = []
