@@ -60,14 +60,23 @@ def _float_default(value: Any) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+_ENCODER = json.JSONEncoder(default=_float_default)  # ", " and ": ", ASCII: as QEMU
+
+
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
 def to_qobject_order(value: Any) -> Any:
     """Return ``value`` with every object's members in QDict iteration order
     (and floats wrapped as :class:`QemuFloat`)."""
     kind = type(value)
     if kind is dict:
-        return {k: to_qobject_order(value[k]) for k in qdict_order(tuple(value))}
+        keys = tuple(value)
+        order = _ORDER_CACHE.get(keys) or qdict_order(keys)
+        return {k: v if type(v) in _SCALARS else to_qobject_order(v)
+                for k in order for v in (value[k],)}
     if kind is list:
-        return [to_qobject_order(v) for v in value]
+        return [v if type(v) in _SCALARS else to_qobject_order(v) for v in value]
     if kind is float:
         return QemuFloat(value)
     return value
@@ -80,7 +89,7 @@ def _fix_escape(match: re.Match[str]) -> str:
 
 def dumps(message: Any) -> bytes:
     """Encode one already-ordered message as QEMU's wire bytes (with CRLF)."""
-    text = json.dumps(message, default=_float_default)
+    text = _ENCODER.encode(message)
     if "\\u" in text or "\x7f" in text:
         if "qmpd-float" in text:
             text = _FLOAT_TEXT.sub(r"\1", text)
