@@ -142,6 +142,7 @@ class PrecopySource:
         self.dirty_logging = True
         self._sync_done()
         c.setup_time_ms = int((time.monotonic() - c.start) * 1000)
+        c.expected_downtime_ms = self.config.int_parameter("downtime-limit")  # as QEMU
         self._on_active()
         try:
             await self._bulk()
