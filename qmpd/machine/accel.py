@@ -20,6 +20,8 @@ class Accel(Protocol):
 
     #: "kvm" or "tcg".
     accel: str
+    #: True if dirty_log_harvest must run on the vCPU thread (between two runs).
+    harvest_on_vcpu_thread: bool
 
     def boot(self) -> None:
         """Put the vCPU at the guest's entry point (long mode, CPL3)."""

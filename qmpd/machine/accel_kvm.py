@@ -31,6 +31,8 @@ class KvmAccel:
     """
 
     accel = "kvm"
+    #: KVM_GET_DIRTY_LOG is safe from any thread while the vCPU runs.
+    harvest_on_vcpu_thread = False
 
     def __init__(self, ram: GuestRam, manual_protect: bool = True) -> None:
         self.ram = ram

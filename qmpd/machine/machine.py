@@ -163,7 +163,10 @@ class Machine:
         """
         if not self._dirty_logging:
             raise MachineStateError("dirty logging is not started")
-        pages = self._accel.dirty_log_harvest()
+        if self._accel.harvest_on_vcpu_thread:
+            pages = cast(np.ndarray, self._vcpu.request(Req.SYNC, self._accel.dirty_log_harvest))
+        else:
+            pages = self._accel.dirty_log_harvest()
         if self._reset_dirty:
             # reset() rewrote RAM behind the guest's back: every page counts as dirty.
             self._reset_dirty = False

@@ -11,13 +11,13 @@ segment setup KVM runs with, so blobs move between accelerators.
   thread; a kick that lands before ``emu_start`` is caught by a flag, and the requester
   re-kicks while it waits).
 - Dirty tracking: while logging, a ``UC_HOOK_MEM_WRITE`` hook marks each written page in a
-  bytearray; harvest swaps it under a lock.
+  bytearray; start, harvest and stop run on the vCPU thread between runs
+  (``harvest_on_vcpu_thread``), so the hook needs no lock.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable
 from typing import Protocol, cast
 
@@ -67,6 +67,8 @@ class TcgAccel:
     """unicorn over a :class:`GuestRam`."""
 
     accel = "tcg"
+    #: The dirty bitmap is written by hooks on the vCPU thread: harvest there too.
+    harvest_on_vcpu_thread = True
 
     def __init__(self, ram: GuestRam) -> None:
         self.ram = ram
@@ -81,7 +83,6 @@ class TcgAccel:
                                           x.UC_X86_INS_OUT)
         self._exit: ex.VcpuExit | None = None
         self._kicked = False
-        self._dirty_lock = threading.Lock()
         self._dirty = bytearray(ram.npages)
         self._dirty_hook: int | None = None
 
@@ -136,23 +137,26 @@ class TcgAccel:
         self.uc.emu_stop()
 
     def dirty_log_start(self) -> None:
-        with self._dirty_lock:
-            self._dirty = bytearray(self.ram.npages)
+        """vCPU thread (Machine routes it there): unicorn cannot add hooks mid-run."""
+        dirty = self._dirty
+        dirty[:] = bytes(len(dirty))
         if self._dirty_hook is None:
-            self._dirty_hook = self.uc.hook_add(uc_const.UC_HOOK_MEM_WRITE, self._on_write,
-                                                None, 0, self.ram.size - 1)
+            def on_write(uc: UcLike, access: int, address: int, size: int, value: int,
+                         user_data: object) -> None:
+                # Runs on the vCPU thread only; harvest runs there too (no lock needed).
+                dirty[address >> 12] = 1
+                if (address & 0xFFF) + size > 0x1000:
+                    dirty[(address + size - 1) >> 12] = 1
 
-    def _on_write(self, uc: UcLike, access: int, address: int, size: int, value: int,
-                  user_data: object) -> None:
-        with self._dirty_lock:
-            self._dirty[address >> 12] = 1
-            self._dirty[(address + size - 1) >> 12] = 1
+            self._dirty_hook = self.uc.hook_add(uc_const.UC_HOOK_MEM_WRITE, on_write, None,
+                                                0, self.ram.size - 1)
 
     def dirty_log_harvest(self) -> np.ndarray:
-        fresh = bytearray(self.ram.npages)
-        with self._dirty_lock:
-            bits, self._dirty = self._dirty, fresh
-        return np.flatnonzero(np.frombuffer(bits, np.uint8)).astype(np.uint64)
+        """vCPU thread, between runs (Machine routes it there): read and clear the bits."""
+        bits = np.frombuffer(self._dirty, np.uint8)
+        pages = np.flatnonzero(bits)
+        bits[pages] = 0
+        return pages.astype(np.uint64)
 
     def dirty_log_stop(self) -> None:
         if self._dirty_hook is not None:
