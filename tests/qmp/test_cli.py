@@ -154,3 +154,21 @@ def test_bind_failure_exits_1(tmp_path: Path) -> None:
     result = run("-qmp", f"unix:{tmp_path}/missing/dir/q.sock,server=on,wait=off")
     assert result.returncode == 1
     assert result.stderr.startswith("qmpd: ") and "No such file or directory" in result.stderr
+
+
+def test_several_monitors_at_once(tmp_path: Path) -> None:
+    second = tmp_path / "second.sock"
+    d = start_qmpd(tmp_path, "-qmp", f"unix:{second},server=on,wait=off", "-name", "multi",
+                   tcp=True)
+    assert d.port is not None
+    clients = [Raw(d.path), Raw(str(second)), Raw(("127.0.0.1", d.port))]
+    for client in clients:
+        client.negotiate()
+        assert client.cmd({"execute": "query-name"}) == {"return": {"name": "multi"}}
+    assert second.stat().st_mode & 0o777 == 0o600
+    clients[1].send({"execute": "quit"})
+    for client in clients:
+        assert any(client.read().get("event") == "SHUTDOWN" for _ in range(2))
+        assert client.at_eof()
+    assert d.proc.wait(10) == 0
+    assert not second.exists() and not Path(d.path).exists()
