@@ -10,7 +10,8 @@ TCP sockets, with ``max-bandwidth`` lifted and the default ``downtime-limit`` (3
 - dirty 5k/200ms: a 1 GiB guest dirtying ~5,000 pages every 200 ms of a 64 MiB set.
 
 For each: total time, throughput (RAM size / total time, and bytes on the wire /
-total time), downtime, passes. Limits measured in the same run: 1 GiB through a UNIX
+total time), downtime, passes, and the guest's progress while migrating (its output
+rate, % of the rate just before). Limits measured in the same run: 1 GiB through a UNIX
 and a TCP loopback socket with the same asyncio calls migration uses, and a 1 GiB
 memcpy. When ``qemu-system-x86_64`` is installed, an idle QEMU guest of each size (no
 disk, SeaBIOS finding nothing to boot) is migrated the same way (unix, bandwidth cap
@@ -99,6 +100,7 @@ class Result:
     downtime_ms: int
     passes: int
     status: str
+    guest_pct: float  # guest output rate during the migration, % of the rate before
 
 
 def make(mem: int, guest: GuestConfig, incoming: bool) -> tuple[Machine, RunStateHolder,
@@ -149,9 +151,11 @@ async def migrate(name: str, kind: str, mem: int, guest: GuestConfig, full: bool
         str(guest.dirty_pages), str(guest.pace), stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
 
+    records = [0]
+
     async def drain_output() -> None:  # like the serial pump: keep the guest unblocked
         while True:
-            src.output.drain()
+            records[0] += src.output.drain().count(b"\n")
             await asyncio.sleep(0.01)
 
     drainer = asyncio.get_running_loop().create_task(drain_output())
@@ -159,12 +163,17 @@ async def migrate(name: str, kind: str, mem: int, guest: GuestConfig, full: bool
         uri = (await proc.stdout.readline()).decode().strip()
         if full:
             fill(src, guest)
+        await asyncio.sleep(0.2)
+        records[0], b0 = 0, time.perf_counter()
         await asyncio.sleep(0.5)
+        before = records[0] / (time.perf_counter() - b0)
+        records[0] = 0
         t0 = time.perf_counter()
         smgr.start(uri)
         while smgr.status not in FINAL:
             await asyncio.sleep(0.001)
         dt = time.perf_counter() - t0
+        during = (records[0] + src.output.drain().count(b"\n")) / dt
         outcome = (await proc.stdout.readline()).decode().strip()
         if not outcome.startswith("completed"):
             print(f"  destination: {outcome}")
@@ -173,7 +182,7 @@ async def migrate(name: str, kind: str, mem: int, guest: GuestConfig, full: bool
         assert isinstance(ram, dict)
         return Result(name, kind, mem, dt, int(ram.get("transferred", 0)),
                       int(str(info.get("downtime", -1))), int(ram.get("dirty-sync-count", 0)),
-                      str(info["status"]))
+                      str(info["status"]), 100 * during / before if before else 0.0)
     finally:
         drainer.cancel()
         if proc.returncode is None:
@@ -279,7 +288,7 @@ async def main(quick: bool) -> None:
     print(f"dirtier: 50 pages/step, pace {dirtier.pace}: {rate * 0.2:.0f} pages per 200 ms "
           "measured, 64 MiB working set")
     print(f"{'scenario':24} {'sock':4} {'total s':>8} {'RAM GB/s':>9} {'wire GB/s':>9} "
-          f"{'wire MiB':>9} {'downtime':>9} {'passes':>6} {'x sock-limit':>12}")
+          f"{'wire MiB':>9} {'downtime':>9} {'passes':>6} {'x sock-limit':>12} {'guest':>7}")
     ours: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, mem, guest, full in scenarios:
@@ -291,6 +300,7 @@ async def main(quick: bool) -> None:
                 print(f"{r.name:24} {r.kind:4} {r.seconds:8.3f} {r.mem / r.seconds / 1e9:9.2f} "
                       f"{r.wire_bytes / r.seconds / 1e9:9.2f} {r.wire_bytes / MiB:9.1f} "
                       f"{r.downtime_ms:6d} ms {r.passes:6d} {r.seconds / limit:11.2f}x"
+                      f" {r.guest_pct:6.0f}%"
                       f"{'' if r.status == 'completed' else '  ' + r.status}")
         for mem in sizes:
             q = await qemu_idle(mem, tmp)
