@@ -160,7 +160,12 @@ class QMPSession(asyncio.Protocol):
         while more and self._state is not SessionState.CLOSED and not self._draining:
             oob = self.oob_enabled
             while len(queue) < QUEUE_MAX:
-                msg = stream.next()
+                try:
+                    msg = stream.next()
+                except Exception as err:  # a splitter bug must not end the session
+                    log.exception("session %s: JSON splitter failed; input dropped", self.name)
+                    stream = self._stream = JSONStreamer(max_bytes=stream.max_bytes)
+                    msg = ParseError(f"internal error: {err}")
                 if msg is NEED_MORE:
                     more = False
                     break
