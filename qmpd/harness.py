@@ -82,6 +82,9 @@ class QmpdProcess:
                 break
             except Exception:
                 if proc.returncode is not None or time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
                     raise
                 await asyncio.sleep(0.05)
         self = cls(name, workdir, proc, qmp, qmp_path, serial_path, log_path)
@@ -227,23 +230,36 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
     either side is missed. Returns once both sides report migration status ``colo``.
     """
     port = free_tcp_port()
-    secondary = await QmpdProcess.start(
-        "secondary", wd, mem=mem, guest=guest, extra=["-incoming", "defer", *extra])
-    primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=extra)
-    secondary_out = SerialReader(secondary.serial_path)
-    primary_out = SerialReader(primary.serial_path)
-    await secondary_out.start()
-    await primary_out.start()
-    caps = [{"capability": c, "state": True} for c in ("events", "x-colo", "return-path")]
-    await secondary.cmd("migrate-set-capabilities", capabilities=caps)
-    await secondary.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
-    await primary.cmd("migrate-set-capabilities", capabilities=caps)
-    # QEMU's default 32 MiB/s cap would keep a busy guest from ever converging.
-    await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms,
-                                                   "max-bandwidth": 100 << 30})
-    await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
-    await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
-    await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
+    started: list[QmpdProcess] = []
+    readers: list[SerialReader] = []
+    try:
+        secondary = await QmpdProcess.start(
+            "secondary", wd, mem=mem, guest=guest, extra=["-incoming", "defer", *extra])
+        started.append(secondary)
+        primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=extra)
+        started.append(primary)
+        secondary_out = SerialReader(secondary.serial_path)
+        primary_out = SerialReader(primary.serial_path)
+        readers += [secondary_out, primary_out]
+        await secondary_out.start()
+        await primary_out.start()
+        caps = [{"capability": c, "state": True}
+                for c in ("events", "x-colo", "return-path")]
+        await secondary.cmd("migrate-set-capabilities", capabilities=caps)
+        await secondary.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        await primary.cmd("migrate-set-capabilities", capabilities=caps)
+        # QEMU's default 32 MiB/s cap would keep a busy guest from ever converging.
+        await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms,
+                                                       "max-bandwidth": 100 << 30})
+        await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
+        await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
+    except BaseException:
+        for r in readers:
+            await r.close()
+        for p in started:
+            await p.close()
+        raise
     return ColoPair(primary, secondary, primary_out, secondary_out)
 
 

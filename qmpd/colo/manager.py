@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from qmpd.colo.output import OutputCommit
@@ -78,6 +79,7 @@ class ColoManager:
         self._primary: ColoPrimary | None = None
         self._secondary: ColoSecondary | None = None
         self._commit = OutputCommit(pump.write)
+        self._failover_t0: float | None = None
 
     # Section: entering COLO
 
@@ -95,6 +97,7 @@ class ColoManager:
         self._commit.release_all()
         self.pump.unhold()
         self.vm.start()
+        self._note_failover_done()
         self._end()
 
     async def enter_secondary(self, chan: ChannelPort) -> None:
@@ -111,6 +114,7 @@ class ColoManager:
                  "" if dropped is None else f" (checkpoint {dropped} dropped: its output "
                  "never left the primary)")
         self.vm.start()
+        self._note_failover_done()
 
     def _begin(self, mode: ColoMode, chan: ChannelPort) -> None:
         if self.mode is not ColoMode.NONE:
@@ -165,6 +169,7 @@ class ColoManager:
         old = self.failover.cas(FailoverStatus.NONE, FailoverStatus.REQUIRE)
         if old is not FailoverStatus.NONE:
             raise QMPError("COLO failover is already activated")
+        self._failover_t0 = time.perf_counter()
         asyncio.get_running_loop().call_soon(self._do_failover)
 
     def _do_failover(self) -> None:
@@ -187,6 +192,13 @@ class ColoManager:
         if old is not FailoverStatus.ACTIVE:
             log.error("Incorrect state (%s) while doing failover", old.value)
         self._exit.set()
+
+    def _note_failover_done(self) -> None:
+        if self._failover_t0 is not None:
+            self.stats.failover_ms = (time.perf_counter() - self._failover_t0) * 1000
+            log.info("COLO failover: guest running %.2f ms after x-colo-lost-heartbeat",
+                     self.stats.failover_ms)
+            self._failover_t0 = None
 
     def _relaunch(self) -> None:
         self.failover.cas(FailoverStatus.RELAUNCH, FailoverStatus.NONE)

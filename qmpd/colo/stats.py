@@ -30,6 +30,8 @@ class ColoStats:
     failed_checkpoints: int = 0
     epoch_overruns: int = 0
     early_checkpoints: int = 0
+    #: x-colo-lost-heartbeat to the guest running (the last failover), ms
+    failover_ms: float | None = None
     last: deque[CheckpointRecord] = field(default_factory=lambda: deque(maxlen=512))
 
     def add(self, rec: CheckpointRecord) -> None:
@@ -45,6 +47,8 @@ class ColoStats:
             "checkpoints": self.checkpoints,
             "epoch-overruns": self.epoch_overruns,
             "early-checkpoints": self.early_checkpoints,
+            **({"failover-us": round(self.failover_ms * 1000)}
+               if self.failover_ms is not None else {}),
             "recent": [
                 {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
                  "pause-us": round(r.pause_ms * 1000), "round-trip-us":
