@@ -245,7 +245,12 @@ class QMPSession(asyncio.Protocol):
     def _reply(self, outcome: Outcome, msg_id: Any, has_id: bool) -> None:
         error_class, value = outcome
         if error_class is None:
-            self._write(return_reply(value, msg_id, has_id))
+            try:
+                data = return_reply(value, msg_id, has_id)
+            except (TypeError, ValueError) as err:  # a handler returned non-JSON data
+                log.error("session %s: cannot encode a reply: %s", self.name, err)
+                data = error_reply("GenericError", f"internal error: {err}", msg_id, has_id)
+            self._write(data)
         else:
             self._write(error_reply(error_class, value, msg_id, has_id))
 
