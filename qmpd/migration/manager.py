@@ -248,10 +248,13 @@ class MigrationManager:
                 self.machine.dirty_log_stop()
             except MachineError as err:
                 log.warning("dirty_log_stop after failed migration: %s", err)
-        if was_running and self.runstate.state is not RunState.SHUTDOWN:
-            self.vm.start()
-        elif self.runstate.state is RunState.FINISH_MIGRATE:
-            self.runstate.set(RunState.POSTMIGRATE)
+        try:
+            if was_running and self.runstate.state is not RunState.SHUTDOWN:
+                self.vm.start()
+            elif self.runstate.state is RunState.FINISH_MIGRATE:
+                self.runstate.set(RunState.POSTMIGRATE)
+        except MachineError as err:  # e.g. a guest fault: report it, finish the status
+            log.error("could not resume the guest after the migration: %s", err)
 
     def _finish_cancel(self) -> None:
         if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
