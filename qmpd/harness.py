@@ -13,6 +13,7 @@ outside reader saw.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -29,6 +30,18 @@ from qemu.qmp import QMPClient
 
 from qmpd.machine.config import parse_guest
 from qmpd.machine.guest_check import StreamReport, verify_stream
+
+
+#: Every qmpd this process started; any still alive at exit is killed (no leaks from a
+#: test run that was interrupted).
+_CHILDREN: set[int] = set()
+
+
+@atexit.register
+def _kill_children() -> None:
+    for pid in list(_CHILDREN):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def free_tcp_port() -> int:
@@ -70,6 +83,7 @@ class QmpdProcess:
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
             start_new_session=True)
         logf.close()
+        _CHILDREN.add(proc.pid)
         deadline = time.monotonic() + timeout
         while not (qmp_path.exists() and serial_path.exists()):
             if proc.returncode is not None or time.monotonic() > deadline:
@@ -133,6 +147,7 @@ class QmpdProcess:
             except TimeoutError:
                 self.kill(signal.SIGKILL)
                 await self.proc.wait()
+        _CHILDREN.discard(self.proc.pid)
 
 
 class SerialReader:
