@@ -31,7 +31,6 @@ from qemu.qmp import QMPClient
 from qmpd.machine.config import parse_guest
 from qmpd.machine.guest_check import StreamReport, verify_stream
 
-
 #: Every qmpd this process started; any still alive at exit is killed (no leaks from a
 #: test run that was interrupted).
 _CHILDREN: set[int] = set()
