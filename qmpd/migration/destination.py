@@ -12,7 +12,7 @@ reads, steps, loads and answers on the return path.
       │── header ───────────────────────────► AwaitSections (header checked)
       │── RAM* PASS_END ... ────────────────► AwaitSections (pages written; pass n+1)
       │── RAM* CPU ─────────────────────────► AwaitEnd (state blob kept)
-      │── END ──────────────────────────────► Loaded: machine.load_state(blob)
+      │── END (run state) ──────────────────► Loaded: machine.load_state(blob)
       │◄──────────────────────────── SHUT(0)  then run (or -S: paused; or COLO)
     any error: ◄──────── ERROR text, SHUT(1); discard; the guest never runs
 
@@ -70,10 +70,11 @@ class AwaitEnd:
 
 @dataclass(frozen=True)
 class Loaded:
-    """END arrived; the state blob is ready to load."""
+    """END arrived; the state blob is ready to load. ``runstate``: the source's at stop."""
 
     header: StreamHeader
     state: bytes
+    runstate: str = ""
 
 
 RecvState = AwaitSections | AwaitEnd | Loaded
@@ -120,7 +121,7 @@ def receive_step(state: RecvState, section: Section, sink: RamSink) -> RecvState
             raise MigrationStreamError("section END: stream ended without CPU state")
         case AwaitEnd(header, blob):
             if isinstance(section, End):
-                return Loaded(header, blob)
+                return Loaded(header, blob, section.runstate)
             raise MigrationStreamError(f"section {type(section).__name__}: only END may "
                                        f"follow the CPU state")
         case Loaded():

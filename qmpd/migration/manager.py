@@ -192,7 +192,7 @@ class MigrationManager:
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
-                on_pass=self._on_pass)
+                on_pass=self._on_pass, global_state=lambda: self.runstate.state.value)
             await source.run()
             if self.config.capability("x-colo") and self.colo_hook is not None:
                 self.outgoing.set(_S.COLO)
@@ -309,15 +309,12 @@ class MigrationManager:
             if header.colo and (self.colo_hook is None or not self.config.capability("x-colo")):
                 raise MigrationError("ENABLE_COLO command come in migration stream, but "
                                      "x-colo capability is not set")
-            await dest.receive(header)
+            loaded = await dest.receive(header)
             await dest.acknowledge()
             if header.colo and self.colo_hook is not None:
                 self.incoming_status.set(_S.COLO)
             else:
-                if self.autostart:
-                    self.vm.start()
-                else:
-                    self.runstate.set(RunState.PAUSED)
+                self._start_destination(loaded.runstate or RunState.RUNNING.value)
                 self.incoming_status.set(_S.COMPLETED)
             log.info("incoming migration completed")
         except Exception as err:  # any failure must discard
@@ -341,6 +338,20 @@ class MigrationManager:
             await self._colo(self.incoming_status, self.colo_hook.enter_secondary, dest.conn)
         elif conn is not None:
             conn.close()
+
+    def _start_destination(self, source_state: str) -> None:
+        """QEMU's ``process_incoming_migration_bh``: run if the source ran (and no -S),
+        else take the source's run state (paused if it is not reachable)."""
+        if source_state == RunState.RUNNING.value:
+            if self.autostart:
+                self.vm.start()
+            else:
+                self.runstate.set(RunState.PAUSED)
+            return
+        try:
+            self.runstate.set(RunState(source_state))
+        except (ValueError, MachineError):
+            self.runstate.set(RunState.PAUSED)
 
     # -- COLO and shutdown --------------------------------------------------------
     def colo_completed(self) -> None:

@@ -100,12 +100,15 @@ class PrecopySource:
     :param vm_stop: stops the VM into a run state (``VmControl.stop``).
     :param on_active: called once setup is done (the manager sets ``active``).
     :param on_pass: called with the dirty-sync count (``MIGRATION_PASS``).
+    :param global_state: the run state's name, read just before the stop and sent in
+        END so the destination ends in it (QEMU's "globalstate" section).
     """
 
     def __init__(self, machine: MigratableMachine, conn: MigrationConnection,
                  config: MigrationConfig, counters: RamCounters,
                  vm_stop: Callable[[RunState], None], on_active: Callable[[], None],
-                 on_pass: Callable[[int], None]) -> None:
+                 on_pass: Callable[[int], None],
+                 global_state: Callable[[], str] = lambda: "running") -> None:
         self.machine = machine
         self.conn = conn
         self.config = config
@@ -113,6 +116,8 @@ class PrecopySource:
         self._vm_stop = vm_stop
         self._on_active = on_active
         self._on_pass = on_pass
+        self._global_state = global_state
+        self.runstate_at_stop = ""
         self.phase = SourcePhase.SETUP
         self.stopped_vm = False
         self.dirty_logging = False
@@ -199,6 +204,7 @@ class PrecopySource:
     def _stop(self) -> None:
         self._enter(SourcePhase.STOP)
         self._downtime_start = time.monotonic()
+        self.runstate_at_stop = self._global_state()  # QEMU's global_state_store()
         self._vm_stop(RunState.FINISH_MIGRATE)
         self.stopped_vm = True
 
@@ -212,7 +218,7 @@ class PrecopySource:
         blob = self.machine.save_state()
         self.machine.dirty_log_stop()
         self.dirty_logging = False
-        await self.conn.send([*encode_state(blob), *encode_end()])
+        await self.conn.send([*encode_state(blob), *encode_end(self.runstate_at_stop)])
         self.c.remaining = 0
         self.c.downtime_bytes = self.conn.bytes_sent - before
 

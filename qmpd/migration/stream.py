@@ -11,7 +11,8 @@ All integers are big-endian. Layout::
       CPU       the Machine.save_state() blob (vCPU + devices), <= MAX_STATE_BYTES
       DEVICE    reserved for a separate device blob (never sent; rejected)
       PASS_END  u32 pass number (1, 2, ...), strictly increasing
-      END       empty
+      END       the source's run state when it stopped (QEMU's "globalstate"): ASCII
+                [a-z-], <= 32 bytes; empty = running
 
 A section header is checked (known type, length within that type's limit) before its
 payload is read, and a payload's crc, count, exact length and every page index are
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import re
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -65,6 +67,9 @@ PAGE_SIZES: Final = frozenset({4096})
 ZERO_PAGE: Final = np.uint64(1 << 63)
 _RESERVED: Final = np.uint64(((1 << 63) - 1) ^ ((1 << 32) - 1))
 _INDEX: Final = np.uint64((1 << 32) - 1)
+#: Longest run-state name END may carry.
+MAX_RUNSTATE: Final = 32
+_RUNSTATE: Final = re.compile(rb"[a-z-]*")
 
 Buffer = bytes | bytearray | memoryview
 
@@ -127,7 +132,9 @@ class PassEnd:
 
 @dataclass(frozen=True)
 class End:
-    """End of the stream."""
+    """End of the stream; ``runstate`` is the source's run state at the stop ("" = running)."""
+
+    runstate: str = ""
 
 
 Section = RamBatch | StateBlob | PassEnd | End
@@ -174,9 +181,12 @@ def encode_pass_end(number: int) -> list[Buffer]:
     return encode_section(SectionType.PASS_END, [_U32.pack(number)])
 
 
-def encode_end() -> list[Buffer]:
-    """The END section."""
-    return encode_section(SectionType.END, [])
+def encode_end(runstate: str = "") -> list[Buffer]:
+    """The END section, carrying the source's run state at the stop."""
+    raw = runstate.encode("ascii")
+    if len(raw) > MAX_RUNSTATE or not _RUNSTATE.fullmatch(raw):
+        raise ValueError(f"bad run state name {runstate!r}")
+    return encode_section(SectionType.END, [raw])
 
 
 # -- decoder ------------------------------------------------------------------------
@@ -192,7 +202,7 @@ class StreamDecoder:
             SectionType.CPU: MAX_STATE_BYTES,
             SectionType.DEVICE: MAX_STATE_BYTES,
             SectionType.PASS_END: 4,
-            SectionType.END: 0,
+            SectionType.END: MAX_RUNSTATE,
         }
 
     @property
@@ -254,7 +264,9 @@ class StreamDecoder:
             return StateBlob(bytes(payload))
         if kind is SectionType.PASS_END:
             return PassEnd(_U32.unpack(payload)[0])
-        return End()
+        if not _RUNSTATE.fullmatch(bytes(payload)):
+            raise MigrationStreamError("section END: run state is not a [a-z-] name")
+        return End(bytes(payload).decode("ascii"))
 
     def _ram(self, payload: memoryview) -> RamBatch:
         if len(payload) < 4:

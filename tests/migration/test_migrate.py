@@ -239,3 +239,23 @@ async def test_bandwidth_changes_mid_pass_lose_no_page(make_node: NodeFactory,
     assert await wait_final(src) == "completed"
     assert await wait_final(dst) == "completed"
     assert at_stop == [dst.ram_hash()]
+
+
+async def test_paused_source_arrives_paused(make_node: NodeFactory, tmp_path: object) -> None:
+    """QEMU's globalstate: a destination takes the source's run state when it was not
+    running (even without -S); the source ends postmigrate."""
+    src = make_node()
+    dst = make_node(incoming=True)
+    await progress(src)
+    src.manager.vm.stop(RunState.PAUSED)
+    src.drain()
+    before = src.out.count(b"\n")
+    src.manager.start(outgoing_uri(dst, "unix", str(tmp_path)))
+    assert await wait_final(src) == "completed"
+    assert await wait_final(dst) == "completed"
+    assert src.runstate.state is RunState.POSTMIGRATE
+    assert dst.runstate.state is RunState.PAUSED and not dst.machine.running
+    dst.manager.vm.start()
+    await progress(dst)
+    assert before > 0
+    check_stream(src, dst)

@@ -124,7 +124,9 @@ def test_bad_header(field: int, value: object, match: str) -> None:
     (SECTION.pack(1, 1 << 62, 0), "bad payload length"),
     (SECTION.pack(2, (16 << 20) + 1, 0), "bad payload length"),
     (SECTION.pack(4, 3, 0), "bad payload length"),
-    (SECTION.pack(5, 1, 0), "bad payload length"),
+    (SECTION.pack(5, 33, 0), "bad payload length"),
+    (section(5, b"Running"), "run state is not"),
+    (section(5, b"run\0"), "run state is not"),
     (SECTION.pack(0, 0, 0), "unknown section type 0"),
     (SECTION.pack(99, 0, 0), "unknown section type 99"),
     (section(3, b"dev"), "DEVICE: not supported"),
@@ -178,3 +180,11 @@ def test_fuzz_mutations_never_escape(data: st.DataObject) -> None:
 def test_fuzz_random_bytes(raw: bytes) -> None:
     with contextlib.suppress(MigrationStreamError):
         StreamDecoder(8, PAGE).decode_all(raw)
+
+
+def test_end_carries_the_source_run_state() -> None:
+    from qmpd.migration.stream import encode_end
+    secs = StreamDecoder(NPAGES, PAGE).decode_all(join(encode_end("paused")))
+    assert secs == [End("paused")]
+    with pytest.raises(ValueError):
+        encode_end("x" * 33)
