@@ -15,7 +15,7 @@ Shutdown (``quit``, SIGTERM, SIGINT, SIGHUP)::
       -> close components in reverse order of registration -> remove pidfile -> exit 0
 
 Layers join by adding to :attr:`Daemon.components` (anything with ``async aclose()``)
-and to the :class:`CommandContext`; see the HOOK comments in :meth:`Daemon.start`.
+and to the :class:`CommandContext`, as the VM stack does in :meth:`Daemon.start`.
 """
 
 from __future__ import annotations

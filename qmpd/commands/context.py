@@ -2,9 +2,9 @@
 
 Users: every handler receives the one :class:`CommandContext` of the daemon as its
 first argument. Handlers stay thin: validate, call a facade, shape the reply.
-The optional facades are filled in by the daemon as their layers land (see the
-HOOK comments in :mod:`qmpd.daemon`); a handler needing one that is absent should
-raise ``QMPError`` rather than assume it exists.
+The optional facades are filled in by the composition root (:mod:`qmpd.daemon`);
+a handler needing one that is absent should raise ``QMPError`` rather than assume
+it exists.
 """
 
 from __future__ import annotations
