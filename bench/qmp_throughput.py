@@ -18,6 +18,7 @@ requests/s in total, p50 and p99 latency, next to the issue-2 targets.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import selectors
@@ -137,7 +138,9 @@ def main() -> int:
     parser.add_argument("--clients", default="1,32")
     parser.add_argument("--qmpd-args", default="",
                         help="extra arguments for the spawned qmpd, e.g. \"-S\"")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    figures: dict[str, dict[str, float]] = {}
     spawned = None
     path = args.socket
     if path is None:
@@ -148,6 +151,7 @@ def main() -> int:
               f"{args.seconds:.0f} s each)")
         for n in (int(x) for x in args.clients.split(",")):
             rate, p50, p99 = run(path, n, args.seconds)
+            figures[str(n)] = {"rate": rate, "p50_us": p50, "p99_us": p99}
             target = TARGETS.get(n)
             goal = ""
             if target is not None:
@@ -156,6 +160,9 @@ def main() -> int:
                     goal += f", p50 {target[1]:.0f} us, p99 {target[2]:.0f} us"
             print(f"{n:3d} client(s): {rate:9,.0f} req/s  p50 {p50:7.1f} us  "
                   f"p99 {p99:7.1f} us{goal}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1)
     finally:
         if spawned is not None:
             spawned[0].terminate()
