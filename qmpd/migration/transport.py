@@ -348,9 +348,10 @@ class Listener:
                 addr = Address("tcp", host=addr.host, port=sock.getsockname()[1])
             sock.listen(1)
             sock.setblocking(False)
-        except OSError as err:
-            raise MigrationTransportError(f"Failed to bind socket for "
-                                          f"{addr.describe()}: {err.strerror or err}") from err
+        except OSError as err:  # QEMU's texts (util/qemu-sockets.c)
+            where = f" to {addr.path}" if addr.kind == "unix" else ""
+            raise MigrationTransportError(f"Failed to bind socket{where}: "
+                                          f"{err.strerror or err}") from err
         return cls(sock, addr)
 
     def socket_address(self) -> list[dict[str, object]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -178,6 +179,13 @@ async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> Non
         src.manager.incoming("unix:/x")
     with pytest.raises(QMPError, match="Guest is waiting for an incoming migration"):
         dst.manager.start("unix:/x")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(QMPError, match="Failed to bind socket: Address already in use"):
+            dst.manager.incoming(f"tcp:127.0.0.1:{port}")
+    assert dst.manager.query() == {}
     uri = outgoing_uri(dst, "unix", str(tmp_path))
     with pytest.raises(QMPError, match="The incoming migration has already been started"):
         dst.manager.incoming(uri)
