@@ -73,6 +73,11 @@ def set_batch(ram: np.ndarray, batch: int) -> None:
     ram[CONFIG_GPA:CONFIG_GPA + PAGE].view(np.uint64)[CONFIG_BATCH_WORD] = batch
 
 
+def get_batch(ram: np.ndarray) -> int:
+    """The batch word currently in the config page."""
+    return int(ram[CONFIG_GPA:CONFIG_GPA + PAGE].view(np.uint64)[CONFIG_BATCH_WORD])
+
+
 def write_boot_image(ram: np.ndarray, mem_bytes: int, guest: GuestConfig,
                      image: bytes) -> None:
     """Write config page, ring header, page tables and code into zeroed guest RAM ``ram``

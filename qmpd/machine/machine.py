@@ -84,6 +84,8 @@ class Machine:
         self._fault_cb: Callable[[str], None] | None = None
         self._dirty_logging = False
         self._reset_dirty = False
+        #: Pages the VMM itself changed while logging (reported by the next harvest).
+        self._vmm_dirty: set[int] = set()
         try:
             self._boot_image()
             self._accel.boot()
@@ -170,7 +172,12 @@ class Machine:
         if self._reset_dirty:
             # reset() rewrote RAM behind the guest's back: every page counts as dirty.
             self._reset_dirty = False
+            self._vmm_dirty.clear()
             return np.arange(self.npages, dtype=np.uint64)
+        if self._vmm_dirty:
+            extra = np.fromiter(self._vmm_dirty, np.uint64)
+            self._vmm_dirty.clear()
+            pages = np.union1d(pages, extra).astype(np.uint64)
         return pages
 
     def dirty_log_stop(self) -> None:
@@ -180,6 +187,7 @@ class Machine:
             self._dirty_logging = False
             self._set_batch()
             self._reset_dirty = False
+            self._vmm_dirty.clear()
 
     # ------------------------------------------------------------------ state
     def save_state(self) -> bytes:
@@ -253,8 +261,17 @@ class Machine:
         self._set_batch()
 
     def _set_batch(self) -> None:
-        """Records per doorbell for the current dirty-logging state (timing only)."""
-        layout.set_batch(self._ram.flat, self.config.guest.effective_batch(self._dirty_logging))
+        """Records per doorbell for the current dirty-logging state (timing only).
+
+        A change is a VMM write to guest RAM the dirty log cannot see: while logging, the
+        config page is added to the next harvest so copies of RAM (migration, COLO) stay
+        identical.
+        """
+        batch = self.config.guest.effective_batch(self._dirty_logging)
+        if layout.get_batch(self._ram.flat) != batch:
+            layout.set_batch(self._ram.flat, batch)
+            if self._dirty_logging:
+                self._vmm_dirty.add(layout.CONFIG_GPA // layout.PAGE)
 
     def _on_fault(self, why: str) -> None:
         if self._fault_cb is not None:
