@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -272,7 +274,7 @@ async def qemu_idle(mem: int, tmp: str) -> float | None:
 
 # -- main -----------------------------------------------------------------------------
 
-async def main(quick: bool) -> None:
+async def main(quick: bool) -> dict[str, Any]:
     print(f"accelerator: {ACCEL}; downtime-limit 300 ms; max-bandwidth lifted")
     limits = {k: await socket_limit(k) for k in ("unix", "tcp")}
     copy = memcpy_limit()
@@ -281,6 +283,8 @@ async def main(quick: bool) -> None:
           f" memcpy {copy:.3f} s ({GiB / copy / 1e9:.2f} GB/s)")
     idle = GuestConfig(wss_bytes=16 * MiB, dirty_pages=1, pace=20_000)
     dirtier, rate = calibrate_dirtier()
+    out: dict[str, Any] = {"accel": ACCEL, "limits_s": {**limits, "memcpy": copy},
+                           "dirtier_pages_per_200ms": rate * 0.2, "scenarios": [], "qemu": {}}
     sizes = [GiB] if quick else [GiB, 4 * GiB]
     scenarios = [(f"idle {s // GiB} GiB", s, idle, False) for s in sizes]
     scenarios += [(f"full {s // GiB} GiB", s, idle, True) for s in sizes]
@@ -294,6 +298,7 @@ async def main(quick: bool) -> None:
         for name, mem, guest, full in scenarios:
             for kind in ("unix", "tcp"):
                 r = await migrate(name, kind, mem, guest, full, tmp)
+                out["scenarios"].append(asdict(r))
                 if name.startswith("idle") and kind == "unix":
                     ours[mem] = r.seconds
                 limit = limits[kind] * mem / GiB
@@ -304,17 +309,21 @@ async def main(quick: bool) -> None:
                       f"{'' if r.status == 'completed' else '  ' + r.status}")
         for mem in sizes:
             q = await qemu_idle(mem, tmp)
+            out["qemu"][f"idle {mem // GiB} GiB"] = q
+            out["qemu_version"] = qemu_version() if q is not None else None
             if q is None:
                 print(f"QEMU idle {mem // GiB} GiB: qemu-system-x86_64 not installed (or failed);"
                       " comparison skipped")
             else:
                 print(f"QEMU {qemu_version()} idle {mem // GiB} GiB unix: {q:.3f} s; "
                       f"qmpd/QEMU time ratio {ours[mem] / q:.2f}")
+    return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 GiB scenarios only")
+    parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--dest", nargs=5, metavar=("URI", "MEM", "WSS", "DIRTY", "PACE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -322,4 +331,7 @@ if __name__ == "__main__":
         uri, *nums = args.dest
         asyncio.run(destination(uri, *(int(n) for n in nums)))
     else:
-        asyncio.run(main(args.quick))
+        figures = asyncio.run(main(args.quick))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1)
