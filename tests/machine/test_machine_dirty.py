@@ -98,7 +98,7 @@ def test_dirty_log_start_harvest_stop_while_running(make_machine: MachineFactory
     m.dirty_log_start()
     running = m.dirty_log_harvest()
     deadline = time.monotonic() + 10
-    while running.size == 0 and time.monotonic() < deadline:
+    while (running.size == 0 or running[-1] < WS0) and time.monotonic() < deadline:
         time.sleep(0.01)
         running = m.dirty_log_harvest()
     assert WS0 <= int(running[-1]) < WS0 + 1024
