@@ -25,13 +25,13 @@ needs it.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from qmpd.colo.messages import ColoProtocolError
+from qmpd.migration.stream import crc32
 
 MAGIC = b"QMPDCKP\0"
 VERSION = 1
@@ -100,7 +100,7 @@ class Staging:
         """
         body = self._body
         mv = memoryview(self._buf)
-        TRAILER.pack_into(self._buf, body, zlib.crc32(mv[:body]))
+        TRAILER.pack_into(self._buf, body, crc32(mv[:body]))
         return mv[:body + TRAILER.size]
 
 
@@ -139,7 +139,7 @@ def parse(data: memoryview, guest_pages: int) -> Checkpoint:
         raise ColoProtocolError(f"COLO checkpoint is {size} bytes, header says {expected}")
     body = size - TRAILER.size
     (crc,) = TRAILER.unpack_from(data, body)
-    if zlib.crc32(data[:body]) != crc:
+    if crc32(data[:body]) != crc:
         raise ColoProtocolError("COLO checkpoint checksum mismatch")
     off = HEADER.size
     index = np.frombuffer(data, dtype="<u8", count=n, offset=off)

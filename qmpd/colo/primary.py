@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -55,6 +54,7 @@ from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
 from qmpd.colo.state import FailoverState
 from qmpd.colo.stats import CheckpointRecord, ColoStats
 from qmpd.machine.runstate import RunState
+from qmpd.migration.stream import crc32
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class ColoPrimary:
         index = self._harvest()
         state = machine.save_state()
         self._staging.gather(seq, machine.pages, index, state)
-        crc = zlib.crc32(machine.pages.data) if self.hash_ram else None
+        crc = crc32(machine.pages.data) if self.hash_ram else None
         pipelined = self.pipelined()
         if pipelined:
             self.vm.start()

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Checkpoint, blob_limit, parse
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
 from qmpd.colo.ports import ChannelPort, ColoMachine
 from qmpd.colo.stats import CheckpointRecord, ColoStats
+from qmpd.migration.stream import crc32
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class ColoSecondary:
             seq=ckpt.seq, dirty_pages=int(ckpt.index.size),
             blob_bytes=len(ckpt.pages) * 4096,
             round_trip_ms=(time.perf_counter() - self._staged_at) * 1000,
-            ram_crc=zlib.crc32(self.machine.pages.data) if self.hash_ram else None))
+            ram_crc=crc32(self.machine.pages.data) if self.hash_ram else None))
         log.debug("COLO secondary: applied checkpoint %d (%d pages)", ckpt.seq,
                   ckpt.index.size)
 
