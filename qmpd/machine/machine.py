@@ -127,7 +127,7 @@ class Machine:
             self._accel.boot()
             self._reset_dirty = self._dirty_logging
 
-        self._vcpu.request(Req.CALL, do_reset)
+        self._vcpu.request(Req.CALL, do_reset, clears_fault=True)
         if was_running:
             self.resume()
 
@@ -215,7 +215,7 @@ class Machine:
             self._accel.load(st.cpu)
             self._ring.set_cons(st.ring_cons)
 
-        self._vcpu.request(Req.CALL, do_load)
+        self._vcpu.request(Req.CALL, do_load, clears_fault=True)
 
     # ------------------------------------------------------------------ info
     def query_kvm(self) -> dict[str, bool]:

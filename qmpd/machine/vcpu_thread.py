@@ -85,6 +85,7 @@ class Req(enum.Enum):
 class _Request:
     kind: Req
     fn: Callable[[], object] | None = None
+    clears_fault: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
@@ -117,8 +118,9 @@ class VcpuThread:
         return self._thread.native_id or 0
 
     def request(self, kind: Req, fn: Callable[[], object] | None = None,
-                timeout: float = REQUEST_TIMEOUT) -> object:
-        """Send a request and wait for its answer.
+                timeout: float = REQUEST_TIMEOUT, clears_fault: bool = False) -> object:
+        """Send a request and wait for its answer. A ``call`` with ``clears_fault`` (reset,
+        load_state) takes a faulted vCPU back to PAUSED.
 
         :raise VcpuTimeoutError: no answer within ``timeout`` s.
         :raise MachineStateError: the request is not allowed in the current state.
@@ -127,7 +129,7 @@ class VcpuThread:
             raise MachineStateError("the vCPU has finished")
         if threading.get_ident() == self._thread.ident:
             raise MachineStateError(f"'{kind.value}' requested from the vCPU thread itself")
-        req = _Request(kind, fn)
+        req = _Request(kind, fn, clears_fault)
         self._queue.put(req)
         deadline = time.monotonic() + timeout
         # Only a running vCPU needs a kick (a paused one is waiting on the queue; only the
@@ -171,7 +173,11 @@ class VcpuThread:
                 try:
                     req = self._queue.get_nowait()
                 except queue.Empty:
-                    self._run_once()
+                    try:
+                        self._run_once()
+                    except Exception as err:  # never let the thread die: stop the guest
+                        log.debug("vCPU run failed", exc_info=True)
+                        self._fail(f"vCPU run failed: {err}")
                     continue
             else:
                 req = self._queue.get()
@@ -204,7 +210,7 @@ class VcpuThread:
             if state is VcpuRunState.RUNNING:
                 raise MachineStateError("the vCPU is running; pause it first")
             result = req.fn() if req.fn is not None else None
-            if state is VcpuRunState.FAULTED:
+            if state is VcpuRunState.FAULTED and req.clears_fault:
                 self.fault = None
                 self._set_state(VcpuRunState.PAUSED)
             return result

@@ -72,3 +72,21 @@ def test_query_kvm_on_kvm() -> None:
                                guest=GuestConfig(4 * MiB))) as m:
         assert m.accel == "kvm"
         assert m.query_kvm() == {"enabled": True, "present": True}
+
+
+def test_a_failing_run_faults_the_guest_and_keeps_answering(
+        make_machine: MachineFactory) -> None:
+    """An accelerator error (here: unicorn/KVM refusing a corrupt code page) stops the
+    guest with a fault; the vCPU thread keeps answering requests."""
+    m = make_machine()
+    seen = threading.Event()
+    m.set_fault_callback(lambda why: seen.set())
+    m.pages[0x80000 // 4096][:] = 0xFF  # guest code: invalid opcodes
+    m.resume()
+    assert seen.wait(5)
+    assert m.fault is not None
+    m.pause()
+    m.save_state()
+    assert m.fault is not None  # saving does not clear a fault
+    m.reset()
+    assert read_records(m, 5)[0].startswith(b"seq=0 ")
