@@ -3,8 +3,9 @@
 Runs in one process, two real machines (KVM, else tcg) per scenario, over real UNIX and
 TCP sockets, with ``max-bandwidth`` lifted and the default ``downtime-limit`` (300 ms):
 
-- idle 1 GiB / 4 GiB: a guest with a 16 MiB working set writing 1 page per step,
-  the rest of RAM never touched (what a freshly booted guest looks like);
+- bare 1 GiB / 4 GiB: a guest with a 1 MiB working set (plus its 1 MiB output ring and
+  boot image), the rest never touched: closest to an idle QEMU guest in SeaBIOS;
+- idle 1 GiB / 4 GiB: the same with a 16 MiB working set writing 1 page per step;
 - full 1 GiB / 4 GiB: the same guest, with every other page of RAM filled with
   non-zero data before the migration (what the wire and the copies cost);
 - dirty 5k/200ms: a 1 GiB guest dirtying ~5,000 pages every 200 ms of a 64 MiB set.
@@ -15,7 +16,7 @@ rate, % of the rate just before). Limits measured in the same run: 1 GiB through
 and a TCP loopback socket with the same asyncio calls migration uses, and a 1 GiB
 memcpy. When ``qemu-system-x86_64`` is installed, an idle QEMU guest of each size (no
 disk, SeaBIOS finding nothing to boot) is migrated the same way (unix, bandwidth cap
-lifted) and the time ratio printed.
+lifted) and its time ratio to the "bare" guest printed.
 
 Usage: ``python bench/migration.py [--quick]`` (quick: 1 GiB scenarios only).
 """
@@ -230,8 +231,9 @@ def qemu_version() -> str:
     return words[3] if len(words) > 3 else "?"
 
 
-async def qemu_idle(mem: int, tmp: str) -> float | None:
-    """Migrate an idle QEMU guest (no disk, -S) over unix; seconds, or None if absent."""
+async def qemu_idle(mem: int, tmp: str) -> tuple[float, int] | None:
+    """Migrate an idle QEMU guest (no disk) over unix: (seconds, bytes transferred), or
+    None if QEMU is absent or the migration failed."""
     exe = shutil.which("qemu-system-x86_64")
     if exe is None:
         return None
@@ -263,9 +265,10 @@ async def qemu_idle(mem: int, tmp: str) -> float | None:
                 break
             await asyncio.sleep(0.005)
         dt = time.perf_counter() - t0
+        ram = info.get("ram", {}) if isinstance(info, dict) else {}
         await src.disconnect()
         await dst.disconnect()
-        return dt if st == "completed" else None
+        return (dt, int(ram.get("transferred", 0))) if st == "completed" else None
     finally:
         for p in procs:
             p.kill()
@@ -282,11 +285,13 @@ async def main(quick: bool) -> dict[str, Any]:
           f" GB/s), tcp socket {limits['tcp']:.3f} s ({GiB / limits['tcp'] / 1e9:.2f} GB/s),"
           f" memcpy {copy:.3f} s ({GiB / copy / 1e9:.2f} GB/s)")
     idle = GuestConfig(wss_bytes=16 * MiB, dirty_pages=1, pace=20_000)
+    bare = GuestConfig(wss_bytes=1 * MiB, dirty_pages=1, pace=20_000)
     dirtier, rate = calibrate_dirtier()
     out: dict[str, Any] = {"accel": ACCEL, "limits_s": {**limits, "memcpy": copy},
                            "dirtier_pages_per_200ms": rate * 0.2, "scenarios": [], "qemu": {}}
     sizes = [GiB] if quick else [GiB, 4 * GiB]
-    scenarios = [(f"idle {s // GiB} GiB", s, idle, False) for s in sizes]
+    scenarios = [(f"bare {s // GiB} GiB", s, bare, False) for s in sizes]
+    scenarios += [(f"idle {s // GiB} GiB", s, idle, False) for s in sizes]
     scenarios += [(f"full {s // GiB} GiB", s, idle, True) for s in sizes]
     scenarios += [("dirty 5k/200ms 1 GiB", GiB, dirtier, False)]
     print(f"dirtier: 50 pages/step, pace {dirtier.pace}: {rate * 0.2:.0f} pages per 200 ms "
@@ -299,7 +304,7 @@ async def main(quick: bool) -> dict[str, Any]:
             for kind in ("unix", "tcp"):
                 r = await migrate(name, kind, mem, guest, full, tmp)
                 out["scenarios"].append(asdict(r))
-                if name.startswith("idle") and kind == "unix":
+                if name.startswith("bare") and kind == "unix":
                     ours[mem] = r.seconds
                 limit = limits[kind] * mem / GiB
                 print(f"{r.name:24} {r.kind:4} {r.seconds:8.3f} {r.mem / r.seconds / 1e9:9.2f} "
@@ -315,8 +320,9 @@ async def main(quick: bool) -> dict[str, Any]:
                 print(f"QEMU idle {mem // GiB} GiB: qemu-system-x86_64 not installed (or failed);"
                       " comparison skipped")
             else:
-                print(f"QEMU {qemu_version()} idle {mem // GiB} GiB unix: {q:.3f} s; "
-                      f"qmpd/QEMU time ratio {ours[mem] / q:.2f}")
+                print(f"QEMU {qemu_version()} idle {mem // GiB} GiB unix: {q[0]:.3f} s, "
+                      f"{q[1] / MiB:.1f} MiB on the wire; qmpd/QEMU time ratio "
+                      f"{ours[mem] / q[0]:.2f}")
     return out
 
 
