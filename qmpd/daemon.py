@@ -109,8 +109,10 @@ class Daemon:
             _write_pidfile(config.pidfile)
 
     def _on_signal(self, signum: int) -> None:
-        print(f"qmpd: terminating on signal {signum}", file=sys.stderr, flush=True)
+        # Shutdown first: a closed or broken stderr must not keep qmpd from stopping.
         self.request_shutdown("host-signal")
+        with contextlib.suppress(OSError, ValueError):
+            print(f"qmpd: terminating on signal {signum}", file=sys.stderr, flush=True)
 
     async def wait_and_stop(self) -> None:
         """Wait for a shutdown request, then shut down in order."""

@@ -24,7 +24,7 @@ from qmpd.machine.chardev import Chardev, open_chardev, parse_chardev
 from qmpd.machine.config import GuestConfig, MachineConfig, parse_guest
 from qmpd.machine.machine import Machine
 from qmpd.machine.pump import OutputPump
-from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
 from qmpd.machine.vmctl import VmControl
 from qmpd.migration.manager import MigrationManager
 
@@ -102,6 +102,25 @@ class VmStack:
                 colo.checkpoint_now()
 
         migration.config.add_listener(on_param)
+        loop = asyncio.get_running_loop()
+
+        def on_fault(why: str) -> None:
+            # Called from the vCPU thread: the guest stopped on an error. As QEMU on a
+            # KVM internal error: run state internal-error, STOP.
+            loop.call_soon_threadsafe(_guest_fault, why)
+
+        def _guest_fault(why: str) -> None:
+            log.error("guest stopped: %s", why)
+            was_running = runstate.is_running
+            try:
+                runstate.set(RunState.INTERNAL_ERROR)
+            except RunStateError as err:
+                log.error("guest fault in run state %s: %s", runstate.state.value, err)
+                return
+            if was_running:
+                emit("STOP", None)
+
+        machine.set_fault_callback(on_fault)
         stack = cls(machine, chardev, pump, vm, migration, colo)
         if config.incoming is not None:
             runstate.set(RunState.INMIGRATE)

@@ -53,7 +53,7 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     _R.POSTMIGRATE: frozenset({_R.RUNNING, _R.FINISH_MIGRATE, _R.PRELAUNCH, _R.PAUSED}),
     _R.FINISH_MIGRATE: frozenset({_R.RUNNING, _R.PAUSED, _R.POSTMIGRATE, _R.PRELAUNCH,
                                   _R.COLO}),
-    _R.COLO: frozenset({_R.RUNNING, _R.PAUSED, _R.SHUTDOWN}),
+    _R.COLO: frozenset({_R.RUNNING, _R.PAUSED, _R.SHUTDOWN, _R.INTERNAL_ERROR}),
     _R.SHUTDOWN: frozenset({_R.PAUSED, _R.FINISH_MIGRATE, _R.PRELAUNCH}),
     _R.DEBUG: frozenset({_R.RUNNING, _R.FINISH_MIGRATE, _R.PRELAUNCH}),
     _R.INTERNAL_ERROR: frozenset({_R.PAUSED, _R.FINISH_MIGRATE, _R.PRELAUNCH}),
