@@ -62,6 +62,8 @@ class QmpdProcess:
     qmp_path: Path
     serial_path: Path
     log_path: Path
+    #: the command line it was started with
+    args: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     _event_task: asyncio.Task[None] | None = None
 
@@ -100,7 +102,7 @@ class QmpdProcess:
                     await proc.wait()
                     raise
                 await asyncio.sleep(0.05)
-        self = cls(name, workdir, proc, qmp, qmp_path, serial_path, log_path)
+        self = cls(name, workdir, proc, qmp, qmp_path, serial_path, log_path, args)
         self._event_task = asyncio.create_task(self._collect_events())
         return self
 

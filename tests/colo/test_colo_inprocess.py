@@ -244,3 +244,18 @@ async def test_adaptive_epochs_bound_the_dirty_set(pair: Pair) -> None:
     sec_crc = {r.seq: r.ram_crc for r in s.colo.stats.last}
     common = sorted(set(prim_crc) & set(sec_crc))[-3:]
     assert common and all(prim_crc[k] == sec_crc[k] for k in common)
+
+
+async def test_second_lost_heartbeat_is_refused_with_qemus_text(pair: Pair) -> None:
+    from qmpd.errors import QMPError
+
+    p = pair.primary
+    await _wait(lambda: p.colo.stats.checkpoints >= 1)
+    p.colo.lost_heartbeat()
+    # The failover itself runs on the next loop turn; a second request before or
+    # after that is refused, with the two texts QEMU 7.2 gives.
+    with pytest.raises(QMPError, match=r"^COLO failover is already activated$"):
+        p.colo.lost_heartbeat()
+    await _wait(lambda: p.colo.mode is ColoMode.NONE)
+    with pytest.raises(QMPError, match=r"^The feature 'colo' is not enabled$"):
+        p.colo.lost_heartbeat()
