@@ -138,7 +138,7 @@ async def measure_throughput(seconds: float = 3.0) -> dict[str, float]:
     """Guest records/s alone and under COLO, dirtying ~5k pages per 200 ms epoch."""
     # One page per step and ~40 µs of pacing per step: about 25k steps, so 5k pages,
     # per 200 ms.
-    guest = "counter,wss=20M,dirty=1,pace=160000"
+    guest = "counter,wss=20M,dirty=1,pace=110000"
     wd = workdir("qmpd-bench-")
     alone = await QmpdProcess.start("alone", wd, mem="64M", guest=guest, extra=ACCEL)
     reader = SerialReader(alone.serial_path)
