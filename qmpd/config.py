@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmpd.errors import QmpdError
+from qmpd.options import on_off
 from qmpd.schema.loader import DEFAULT_SCHEMA
 
 MiB = 1 << 20
@@ -105,14 +106,10 @@ def _options(parts: list[str]) -> dict[str, str]:
 
 
 def _on_off(opts: dict[str, str], key: str, default: bool) -> bool:
-    value = opts.get(key)
-    if value is None:
-        return default
-    if value in ("on", "yes", "true"):
-        return True
-    if value in ("off", "no", "false"):
-        return False
-    raise ConfigError(f"Parameter '{key}' expects 'on' or 'off'")
+    try:
+        return on_off(opts, key, default)
+    except ValueError:
+        raise ConfigError(f"Parameter '{key}' expects 'on' or 'off'") from None
 
 
 def parse_monitor(text: str) -> MonitorConfig:

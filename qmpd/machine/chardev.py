@@ -25,6 +25,7 @@ import sys
 from collections.abc import Mapping
 
 from qmpd.machine.errors import MachineConfigError
+from qmpd.options import on_off
 
 #: Unsent bytes a socket client may have queued before further output is dropped.
 SOCKET_BUFFER_CAP = 32 << 20
@@ -193,14 +194,10 @@ def _options(parts: list[str], what: str) -> dict[str, str]:
 
 
 def _flag(opts: dict[str, str], key: str, default: bool, what: str) -> bool:
-    value = opts.get(key)
-    if value is None:
-        return default
-    if value in ("on", "yes", "true"):
-        return True
-    if value in ("off", "no", "false"):
-        return False
-    raise MachineConfigError(f"{what}: parameter '{key}' expects 'on' or 'off'")
+    try:
+        return on_off(opts, key, default)
+    except ValueError:
+        raise MachineConfigError(f"{what}: parameter '{key}' expects 'on' or 'off'") from None
 
 
 def parse_chardev(text: str) -> tuple[str, str]:
