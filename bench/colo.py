@@ -13,6 +13,8 @@ Dirty pages per epoch are dialled with the guest's working set: the guest writes
 working set round robin fast enough to dirty all of it in every epoch, so D = wss/4 KiB
 (the measured count per checkpoint is printed too).
 
+COLO pairs here use a UNIX migration socket, like the floor (tests use TCP, as QEMU's).
+
 Usage: ``python bench/colo.py [--quick] [--json FILE]``.
 """
 
@@ -91,7 +93,7 @@ async def measure_checkpoints(pages: int, checkpoints: int, pipelined: bool,
     mem_mb = max(64, (wss >> 20) * 2 + 32)
     guest = f"counter,wss={wss >> 10}K,dirty=64,pace=0"
     pair = await start_colo_pair(wd, mem=f"{mem_mb}M", guest=guest, delay_ms=delay_ms,
-                                 extra=ACCEL)
+                                 extra=ACCEL, transport="unix")
     try:
         await pair.primary.cmd("migrate-set-parameters",
                                **{"x-colo-pipeline": pipelined})
@@ -119,7 +121,7 @@ async def measure_failover(rounds: int) -> list[float]:
     out = []
     for _ in range(rounds):
         wd = workdir("qmpd-bench-")
-        pair = await start_colo_pair(wd, mem="64M", delay_ms=100)
+        pair = await start_colo_pair(wd, mem="64M", delay_ms=100, transport="unix")
         try:
             await asyncio.sleep(0.4)
             pair.primary.kill(signal.SIGKILL)
@@ -152,7 +154,7 @@ async def measure_throughput(seconds: float = 3.0) -> dict[str, float]:
         await reader.close()
         await alone.close()
     pair = await start_colo_pair(workdir("qmpd-bench-"), mem="64M", guest=guest,
-                                 delay_ms=200, extra=ACCEL)
+                                 delay_ms=200, extra=ACCEL, transport="unix")
     try:
         await asyncio.sleep(1.0)
         n0 = len(pair.primary_out.lines())

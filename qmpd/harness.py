@@ -236,16 +236,18 @@ class ColoPair:
 async def start_colo_pair(wd: Path, mem: str = "64M",
                           guest: str = "counter,wss=8M,dirty=64,pace=20000",
                           delay_ms: int = 200, extra: Sequence[str] = (),
-                          timeout: float = 30.0) -> ColoPair:
+                          timeout: float = 30.0, transport: str = "tcp") -> ColoPair:
     """Start a secondary (``-incoming defer``) and a primary, and bring them into COLO.
 
     As QEMU's COLO documentation now advises: the secondary gets its capabilities
-    (x-colo among them) before ``migrate-incoming`` starts listening.
+    (x-colo among them) before ``migrate-incoming`` starts listening. ``transport`` is
+    ``tcp`` (127.0.0.1) or ``unix`` (a socket in ``wd``).
 
     Both serial sockets get a reader before COLO starts, so nothing the guest emits on
     either side is missed. Returns once both sides report migration status ``colo``.
     """
-    port = free_tcp_port()
+    uri = (f"tcp:127.0.0.1:{free_tcp_port()}" if transport == "tcp"
+           else f"unix:{wd / 'migration.sock'}")
     started: list[QmpdProcess] = []
     readers: list[SerialReader] = []
     try:
@@ -262,12 +264,12 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
         caps = [{"capability": c, "state": True}
                 for c in ("events", "x-colo", "return-path")]
         await secondary.cmd("migrate-set-capabilities", capabilities=caps)
-        await secondary.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        await secondary.cmd("migrate-incoming", uri=uri)
         await primary.cmd("migrate-set-capabilities", capabilities=caps)
         # QEMU's default 32 MiB/s cap would keep a busy guest from ever converging.
         await primary.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms,
                                                        "max-bandwidth": 100 << 30})
-        await primary.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        await primary.cmd("migrate", uri=uri)
         await primary.wait_event("MIGRATION", timeout=timeout, status="colo")
         await secondary.wait_event("MIGRATION", timeout=timeout, status="colo")
     except BaseException:

@@ -104,3 +104,16 @@ async def test_damaged_checkpoint_is_rejected_and_failover_uses_the_last_good_on
         await _fail_over_and_check(pair)
     finally:
         await pair.close()
+
+
+@pytest.mark.parametrize("round_", range(2))
+async def test_primary_killed_over_a_unix_migration_socket(wd: Path, round_: int) -> None:
+    rng = random.Random(3000 + round_)
+    pair = await start_colo_pair(wd, mem="64M", guest=BUSY_GUEST, delay_ms=50,
+                                 extra=["-accel", ACCELS[0]], transport="unix")
+    try:
+        await asyncio.sleep(0.2 + rng.random() * 0.6)
+        pair.primary.kill(signal.SIGKILL)
+        await _fail_over_and_check(pair)
+    finally:
+        await pair.close()
