@@ -28,6 +28,8 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Checkpoint, blob_limit, parse
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
@@ -83,8 +85,10 @@ class ColoSecondary:
         size = await msg.expect_size(self.chan, self._limit)
         t0 = time.perf_counter()
         if len(self._buf) < size:
-            # Never more than the largest checkpoint this guest can need (invariant 5).
+            # Never more than the largest checkpoint this guest can need (invariant 5);
+            # touched now so that receiving into it never waits on first-touch faults.
             self._buf = bytearray(min(max(size, 2 * len(self._buf)), self._limit))
+            np.frombuffer(self._buf, dtype=np.uint8)[::4096] = 1
         view = memoryview(self._buf)[:size]
         try:
             await self.chan.recv_into(view)
