@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench.rows import Row, all_rows, machine_line
+from bench.rows import Row, all_rows, machine_line, qemu_seconds
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 PLOTS = {"pause": "checkpoint-pause", "migration": "migration-time", "failover": "failover"}
@@ -86,7 +86,7 @@ def _plot_pause(plt: Any, results: dict[str, Any], path: Path) -> bool:
         if pts:
             label = "qmpd pipelined" if mode == "pipelined" else "qmpd, QEMU-order transaction"
             ax.plot(*zip(*pts, strict=True), style, label=label)
-    floor = sorted((int(k.split("/")[0]), v["gather_ms"]) for k, v in ck.items()
+    floor = sorted((v["dirty_pages_median"], v["gather_ms"]) for k, v in ck.items()
                    if k.endswith("/pipelined") and "gather_ms" in v)
     if floor:
         ax.plot(*zip(*floor, strict=True), "k:", label="floor: gather (same run)")
@@ -116,8 +116,9 @@ def _plot_migration(plt: Any, results: dict[str, Any], path: Path) -> bool:
         return False
     gib = float(1 << 30)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for prefix, kind, style in (("idle", "unix", "o-"), ("idle", "tcp", "o--"),
-                                ("full", "unix", "s-"), ("full", "tcp", "s--")):
+    for prefix, kind, style in (("bare", "unix", "v-"), ("idle", "unix", "o-"),
+                                ("idle", "tcp", "o--"), ("full", "unix", "s-"),
+                                ("full", "tcp", "s--")):
         pts = sorted((s["mem"] / gib, s["seconds"]) for s in scen
                      if s["name"].startswith(prefix) and s["kind"] == kind)
         if pts:
@@ -128,8 +129,8 @@ def _plot_migration(plt: Any, results: dict[str, Any], path: Path) -> bool:
         if kind in lim:
             ax.plot([0, *sizes], [0, *(lim[kind] * x for x in sizes)], style,
                     label=f"{kind} socket limit (same run)")
-    q = sorted((float(k.split()[1]), v) for k, v in (mig.get("qemu") or {}).items()
-               if v is not None)
+    q = sorted((float(k.split()[1]), qemu_seconds(v)) for k, v in (mig.get("qemu") or {}).items()
+               if qemu_seconds(v) is not None)
     if q:
         ax.plot(*zip(*q, strict=True), "r^", markersize=9,
                 label=f"QEMU {mig.get('qemu_version') or ''} idle, unix (same run)")
