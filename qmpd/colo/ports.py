@@ -7,6 +7,7 @@ and the raw byte channel of the migration connection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -93,6 +94,9 @@ class ChannelPort(Protocol):
 
     async def drain(self) -> None:
         """Wait until queued data has been handed to the kernel."""
+
+    async def send(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Drain, then send every buffer in order without copying it."""
 
     async def recv_exactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes; raise on EOF or error."""

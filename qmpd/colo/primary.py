@@ -186,9 +186,10 @@ class ColoPrimary:
         self.chan.write(msg.encode_size(len(blob)))
         if faults:
             await self._send_with_faults(seq, blob)
+            await self.chan.drain()
         else:
-            self.chan.write(blob)
-        await self.chan.drain()
+            # Zero-copy: the staging buffer is not touched again before this returns.
+            await self.chan.send([blob])
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
         # Release and open the next transaction in one step, with no await in between:
