@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[str, "dict[str, object] | None"], None]
 
+#: How long a secondary that has just taken over emits one record per doorbell.
+TAKEOVER_LOW_LATENCY_S = 0.05
+
 class ColoManager:
     """The single owner of this node's COLO session."""
 
@@ -113,8 +116,13 @@ class ColoManager:
                  self._secondary.applied_seq,
                  "" if dropped is None else f" (checkpoint {dropped} dropped: its output "
                  "never left the primary)")
+        # The service's first records should leave at once: one record per doorbell for a
+        # moment, then the guest's normal batching.
+        self.machine.set_batch_override(1)
         self.vm.start()
         self._note_failover_done()
+        asyncio.get_running_loop().call_later(
+            TAKEOVER_LOW_LATENCY_S, self.machine.set_batch_override, None)
 
     def _begin(self, mode: ColoMode, chan: ChannelPort) -> None:
         if self.mode is not ColoMode.NONE:

@@ -50,6 +50,9 @@ class ColoMachine(Protocol):
     def load_state(self, blob: bytes) -> None:
         """Validate, then apply vCPU + device state (VM paused)."""
 
+    def set_batch_override(self, batch: int | None) -> None:
+        """Records per guest doorbell until reset with None (output latency only)."""
+
 
 class VmPort(Protocol):
     """VM start/stop with run state and STOP/RESUME events (VmControl)."""

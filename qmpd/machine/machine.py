@@ -83,6 +83,7 @@ class Machine:
         self._ring = OutputRing(self._ram.flat, self.output)
         self._fault_cb: Callable[[str], None] | None = None
         self._dirty_logging = False
+        self._batch_override: int | None = None
         self._reset_dirty = False
         #: Pages the VMM itself changed while logging (reported by the next harvest).
         self._vmm_dirty: set[int] = set()
@@ -260,6 +261,13 @@ class Machine:
         self._ring.set_cons(0)
         self._set_batch()
 
+    def set_batch_override(self, batch: int | None) -> None:
+        """Records per doorbell until reset with None (timing only; the guest rereads it
+        every step). COLO's failover sets 1 for a moment so that the first records of a
+        newly running secondary leave at once, not after a full batch."""
+        self._batch_override = batch
+        self._set_batch()
+
     def _set_batch(self) -> None:
         """Records per doorbell for the current dirty-logging state (timing only).
 
@@ -267,7 +275,7 @@ class Machine:
         config page is added to the next harvest so copies of RAM (migration, COLO) stay
         identical.
         """
-        batch = self.config.guest.effective_batch(self._dirty_logging)
+        batch = self._batch_override or self.config.guest.effective_batch(self._dirty_logging)
         if layout.get_batch(self._ram.flat) != batch:
             layout.set_batch(self._ram.flat, batch)
             if self._dirty_logging:
