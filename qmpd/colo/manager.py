@@ -83,6 +83,8 @@ class ColoManager:
         self._secondary: ColoSecondary | None = None
         self._commit = OutputCommit(pump.write)
         self._failover_t0: float | None = None
+        self._batch_reset: asyncio.TimerHandle | None = None
+        self._closing = False
 
     # Section: entering COLO
 
@@ -96,6 +98,8 @@ class ColoManager:
                                     hash_ram=self.hash_ram, pipelined=self._pipelined,
                                     max_dirty=self._max_dirty)
         await self._run_session(self._primary.run())
+        if self._closing:
+            return
         # Alone from here on: what was held leaves, in order, and the guest runs.
         self._commit.release_all()
         self.pump.unhold()
@@ -110,6 +114,8 @@ class ColoManager:
         self._secondary = ColoSecondary(chan, self.machine, self.stats,
                                         hash_ram=self.hash_ram)
         await self._run_session(self._secondary.run())
+        if self._closing:
+            return  # daemon shutdown: no takeover
         dropped = self._secondary.drop_staged()
         self._end()
         log.info("COLO secondary: taking over from checkpoint %d%s",
@@ -121,7 +127,7 @@ class ColoManager:
         self.machine.set_batch_override(1)
         self.vm.start()
         self._note_failover_done()
-        asyncio.get_running_loop().call_later(
+        self._batch_reset = asyncio.get_running_loop().call_later(
             TAKEOVER_LOW_LATENCY_S, self.machine.set_batch_override, None)
 
     def _begin(self, mode: ColoMode, chan: ChannelPort) -> None:
@@ -237,7 +243,10 @@ class ColoManager:
         return True
 
     async def close(self) -> None:
-        """Daemon shutdown: stop the loop and release waiters."""
+        """Daemon shutdown: stop the loop and release waiters (no failover, no takeover)."""
+        self._closing = True
+        if self._batch_reset is not None:
+            self._batch_reset.cancel()
         if self._loop_task is not None and not self._loop_task.done():
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

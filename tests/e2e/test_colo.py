@@ -218,3 +218,14 @@ async def test_yank_cuts_the_link_and_both_sides_exit_with_error(pair: ColoPair)
     pair.primary.kill(signal.SIGKILL)
     await pair.primary_out.eof.wait()
     assert_intact(joined_stream(pair.primary_out, pair.secondary_out), 30)
+
+
+async def test_quit_on_the_secondary_shuts_down_without_taking_over(pair: ColoPair) -> None:
+    await pair.secondary.cmd("quit")
+    assert await asyncio.wait_for(pair.secondary.proc.wait(), 10) == 0
+    assert pair.secondary_out.data == b"", "a secondary that quits must not run the guest"
+    await pair.primary.wait_event("COLO_EXIT", mode="primary", reason="error")
+    await pair.primary.cmd("x-colo-lost-heartbeat")
+    n = len(pair.primary_out.lines())
+    await pair.primary_out.wait_lines(n + 30)
+    assert_intact(joined_stream(pair.primary_out), n + 30)
