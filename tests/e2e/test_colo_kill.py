@@ -25,12 +25,12 @@ from .conftest import ACCELS
 BUSY_GUEST = "counter,wss=16M,dirty=256,pace=20000"
 
 
-async def _pair(wd: Path, fault: str | None = None) -> ColoPair:
+async def _pair(wd: Path, fault: str | None = None, transport: str = "tcp") -> ColoPair:
     if fault is not None:
         os.environ["QMPD_COLO_FAULT"] = fault
     try:
         return await start_colo_pair(wd, mem="64M", guest=BUSY_GUEST, delay_ms=50,
-                                     extra=["-accel", ACCELS[0]])
+                                     extra=["-accel", ACCELS[0]], transport=transport)
     finally:
         os.environ.pop("QMPD_COLO_FAULT", None)
 
@@ -62,10 +62,12 @@ async def test_primary_killed_at_a_transaction_point(wd: Path, point: str, seq: 
         await pair.close()
 
 
-@pytest.mark.parametrize("round_", range(10))
-async def test_primary_killed_at_a_random_instant(wd: Path, round_: int) -> None:
-    rng = random.Random(1000 + round_)
-    pair = await _pair(wd)
+@pytest.mark.parametrize(("transport", "round_"),
+                         [("tcp", r) for r in range(10)] + [("unix", r) for r in range(2)])
+async def test_primary_killed_at_a_random_instant(wd: Path, transport: str,
+                                                  round_: int) -> None:
+    rng = random.Random(1000 + round_ + (100 if transport == "unix" else 0))
+    pair = await _pair(wd, transport=transport)
     try:
         await asyncio.sleep(0.2 + rng.random() * 0.6)
         pair.primary.kill(signal.SIGKILL)
@@ -105,15 +107,3 @@ async def test_damaged_checkpoint_is_rejected_and_failover_uses_the_last_good_on
     finally:
         await pair.close()
 
-
-@pytest.mark.parametrize("round_", range(2))
-async def test_primary_killed_over_a_unix_migration_socket(wd: Path, round_: int) -> None:
-    rng = random.Random(3000 + round_)
-    pair = await start_colo_pair(wd, mem="64M", guest=BUSY_GUEST, delay_ms=50,
-                                 extra=["-accel", ACCELS[0]], transport="unix")
-    try:
-        await asyncio.sleep(0.2 + rng.random() * 0.6)
-        pair.primary.kill(signal.SIGKILL)
-        await _fail_over_and_check(pair)
-    finally:
-        await pair.close()
