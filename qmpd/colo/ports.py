@@ -64,6 +64,9 @@ class VmPort(Protocol):
     def stop(self, state: RunState = RunState.PAUSED) -> None:
         """Stop the VM into ``state``."""
 
+    def stop_and_save(self, state: RunState) -> bytes:
+        """Stop the VM into ``state``; return its machine state, saved at the pause."""
+
     def start(self) -> None:
         """Start the VM."""
 

@@ -165,15 +165,14 @@ class ColoPrimary:
         t_start = time.perf_counter()
         if self.failover.pending():
             return
-        self.vm.stop(RunState.COLO)
         t_paused = time.perf_counter()
+        state = self.vm.stop_and_save(RunState.COLO)
         if self.failover.pending():
             return
         machine = self.machine
         self.commit.hold(seq, machine.output.drain())
         first_output = self.pump.take_first_held_time()
         index = self._harvest()
-        state = machine.save_state()
         self._staging.gather(seq, machine.pages, index, state)
         crc = crc32(machine.pages.data) if self.hash_ram else None
         pipelined = self.pipelined()

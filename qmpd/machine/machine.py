@@ -196,12 +196,18 @@ class Machine:
 
         :raise MachineStateError: if the machine is running.
         """
-        def do_save() -> bytes:
-            st = state.MachineState(self.mem_bytes, self._config_words(), self._accel.save(),
-                                    self._ring.cons)
-            return state.encode(st)
+        return cast(bytes, self._vcpu.request(Req.CALL, self._encode_state))
 
-        return cast(bytes, self._vcpu.request(Req.CALL, do_save))
+    def pause_and_save(self) -> bytes:
+        """:meth:`pause` then :meth:`save_state`, in one round trip to the vCPU thread
+        (a COLO checkpoint's pause is that much shorter)."""
+        return cast(bytes, self._vcpu.request(Req.PAUSE, self._encode_state))
+
+    def _encode_state(self) -> bytes:
+        """On the vCPU thread, paused: the state blob."""
+        st = state.MachineState(self.mem_bytes, self._config_words(), self._accel.save(),
+                                self._ring.cons)
+        return state.encode(st)
 
     def load_state(self, blob: bytes) -> None:
         """Validate ``blob`` whole, then apply it. Paused only; on any error nothing changes.

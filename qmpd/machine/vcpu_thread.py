@@ -197,6 +197,8 @@ class VcpuThread:
             if state is VcpuRunState.RUNNING:
                 self._set_state(VcpuRunState.PAUSED)
             self.ring.drain(force=True)  # pause hands over everything, cap or not
+            if req.fn is not None:  # e.g. save the state in the same round trip
+                return req.fn()
         elif req.kind is Req.RESUME:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")

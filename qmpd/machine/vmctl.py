@@ -32,6 +32,12 @@ class Pausable(Protocol):
     def resume(self) -> None:
         """Let the vCPU run."""
 
+    def pause_and_save(self) -> bytes:
+        """Pause, then return the state blob, in one request."""
+
+    def save_state(self) -> bytes:
+        """The state blob of a paused machine."""
+
 
 class VmControl:
     """The one place where the VM is started and stopped."""
@@ -60,6 +66,22 @@ class VmControl:
             self._emit("STOP", None)
         else:
             self.runstate.set(state)
+
+    def stop_and_save(self, state: RunState) -> bytes:
+        """:meth:`stop` into ``state`` and return the machine state blob, saved in the
+        same vCPU round trip as the pause (COLO checkpoints).
+
+        :raise RunStateError: if the run-state table forbids it; nothing changes then.
+        """
+        assert self.machine is not None
+        if not self.runstate.is_running:
+            self.runstate.set(state)
+            return self.machine.save_state()
+        self.runstate.check(state)
+        blob = self.machine.pause_and_save()
+        self.runstate.set(state)
+        self._emit("STOP", None)
+        return blob
 
     def start(self) -> None:
         """Start the VM (QEMU's ``vm_start``); a no-op when it is already running.

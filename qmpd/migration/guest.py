@@ -48,6 +48,9 @@ class MigratableMachine(Protocol):
     def save_state(self) -> bytes:
         """vCPU + device state blob (paused only)."""
 
+    def pause_and_save(self) -> bytes:
+        """Pause, then return the state blob, in one round trip to the vCPU thread."""
+
     def load_state(self, blob: bytes) -> None:
         """Validate, then apply a state blob (paused only); changes nothing on error."""
 
