@@ -20,6 +20,7 @@ from typing import Any
 
 from qmpd.colo.manager import ColoManager
 from qmpd.config import DaemonConfig
+from qmpd.errors import MachineError
 from qmpd.machine.chardev import Chardev, open_chardev, parse_chardev
 from qmpd.machine.config import GuestConfig, MachineConfig, parse_guest
 from qmpd.machine.machine import Machine
@@ -115,14 +116,10 @@ class VmStack:
 
         def _guest_fault(why: str) -> None:
             log.error("guest stopped: %s", why)
-            was_running = runstate.is_running
             try:
-                runstate.set(RunState.INTERNAL_ERROR)
-            except RunStateError as err:
+                vm.stop(RunState.INTERNAL_ERROR)
+            except (RunStateError, MachineError) as err:
                 log.error("guest fault in run state %s: %s", runstate.state.value, err)
-                return
-            if was_running:
-                emit("STOP", None)
 
         machine.set_fault_callback(on_fault)
         stack = cls(machine, chardev, pump, vm, migration, colo)

@@ -58,10 +58,9 @@ class Staging:
     def _grow(self, pages: int, state_len: int) -> None:
         need = HEADER.size + pages * (8 + PAGE_SIZE) + state_len + TRAILER.size
         if len(self._buf) < need:
-            # Round up generously so steady state never reallocates, and touch every page
-            # now so that no later copy pays the first-touch faults.
+            # Round up generously so steady state never reallocates; bytearray() zero-fills,
+            # which touches every page now rather than during a checkpoint's gather.
             self._buf = bytearray(max(need, 2 * len(self._buf)))
-            np.frombuffer(self._buf, dtype=np.uint8)[::4096] = 1
 
     def build(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
               state: bytes) -> memoryview:

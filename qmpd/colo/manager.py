@@ -30,7 +30,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from qmpd.colo.output import OutputCommit
 from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
@@ -145,9 +146,8 @@ class ColoManager:
         self._chan = None
         self._loop_task = None
 
-    async def _run_session(self, body: object) -> None:
+    async def _run_session(self, body: Coroutine[Any, Any, None]) -> None:
         """Run the role's loop; on its end emit COLO_EXIT and wait for failover."""
-        assert asyncio.iscoroutine(body)
         self._loop_task = asyncio.create_task(body, name=f"colo-{self.mode.value}")
         try:
             await self._loop_task

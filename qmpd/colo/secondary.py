@@ -28,8 +28,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
-
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Checkpoint, blob_limit, parse
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
@@ -85,10 +83,9 @@ class ColoSecondary:
         size = await msg.expect_size(self.chan, self._limit)
         t0 = time.perf_counter()
         if len(self._buf) < size:
-            # Never more than the largest checkpoint this guest can need (invariant 5);
-            # touched now so that receiving into it never waits on first-touch faults.
+            # Never more than the largest checkpoint this guest can need (invariant 5).
+            # bytearray() zero-fills, so every page is touched here, not while receiving.
             self._buf = bytearray(min(max(size, 2 * len(self._buf)), self._limit))
-            np.frombuffer(self._buf, dtype=np.uint8)[::4096] = 1
         view = memoryview(self._buf)[:size]
         try:
             await self.chan.recv_into(view)

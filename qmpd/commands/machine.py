@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.colo.state import ColoMode
+from qmpd.commands.base import query_kvm
 from qmpd.commands.context import CommandContext
 from qmpd.commands.hmp import hmp_info
 from qmpd.commands.registry import command
@@ -104,8 +105,6 @@ def info_cpus(ctx: CommandContext, args: str) -> str:
 
 @hmp_info("kvm", "show KVM information")
 def info_kvm(ctx: CommandContext, args: str) -> str:
-    from qmpd.commands.base import query_kvm
-
     kvm = query_kvm(ctx)
     if not kvm["present"]:
         return "kvm support: not compiled\n"
