@@ -7,13 +7,15 @@ and the raw byte channel of the migration connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from qmpd.machine.runstate import RunState
+
+T = TypeVar("T")
 
 
 class GuestOutputPort(Protocol):
@@ -64,8 +66,12 @@ class VmPort(Protocol):
     def stop(self, state: RunState = RunState.PAUSED) -> None:
         """Stop the VM into ``state``."""
 
-    def stop_and_save(self, state: RunState) -> bytes:
-        """Stop the VM into ``state``; return its machine state, saved at the pause."""
+    def checkpoint(self, state: RunState,
+                   fn: Callable[[bytes, npt.NDArray[np.uint64]], T],
+                   resume: bool) -> tuple[T, float]:
+        """Stop into ``state``; call ``fn(state_blob, dirty_pages)`` on the paused machine
+        (on its vCPU thread); with ``resume`` start again; all in one vCPU round trip.
+        Returns ``fn``'s result and the ``perf_counter()`` instant the VM was let go."""
 
     def start(self) -> None:
         """Start the VM."""

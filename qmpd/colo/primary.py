@@ -146,9 +146,8 @@ class ColoPrimary:
             self._acc[index] = True
         return self._acc_count
 
-    def _harvest(self) -> npt.NDArray[np.uint64]:
-        """The epoch's dirty pages: the final harvest plus whatever was sampled."""
-        index = self.machine.dirty_log_harvest()
+    def _merge(self, index: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        """The epoch's dirty pages: the final harvest ``index`` plus whatever was sampled."""
         if not self._acc_count:
             return index
         self._acc[index.astype(np.intp)] = True
@@ -157,28 +156,33 @@ class ColoPrimary:
         self._acc_count = 0
         return merged.astype(np.uint64)
 
+    def _capture(self, seq: int, state: bytes,
+                 dirty: npt.NDArray[np.uint64]) -> tuple[bytes, int, int | None]:
+        """On the vCPU thread, guest paused: take the epoch's output and gather its dirty
+        pages and state into the staging buffer. Returns the output, the dirty page count
+        and (``hash_ram``, for tests) the crc32 of all of RAM at the pause."""
+        held = self.machine.output.drain()
+        index = self._merge(dirty)
+        self._staging.gather(seq, self.machine.pages, index, state)
+        crc = crc32(self.machine.pages.data) if self.hash_ram else None
+        return held, int(index.size), crc
+
     async def checkpoint(self) -> None:
         """Run one checkpoint; its request/reply were exchanged when the last one ended."""
         seq = self.seq + 1
         faults = self.faults
         faults.kill_if_due("kill-idle", seq)
-        t_start = time.perf_counter()
         if self.failover.pending():
             return
-        t_paused = time.perf_counter()
-        state = self.vm.stop_and_save(RunState.COLO)
-        if self.failover.pending():
-            return
-        machine = self.machine
-        self.commit.hold(seq, machine.output.drain())
-        first_output = self.pump.take_first_held_time()
-        index = self._harvest()
-        self._staging.gather(seq, machine.pages, index, state)
-        crc = crc32(machine.pages.data) if self.hash_ram else None
+        t_start = t_paused = time.perf_counter()
         pipelined = self.pipelined()
-        if pipelined:
-            self.vm.start()
-            t_resumed = time.perf_counter()
+        # One vCPU round trip: stop, drain, save, harvest, gather, and (pipelined) run
+        # again; the guest never waits for this thread.
+        (held, dirty_pages, crc), t_resumed = self.vm.checkpoint(
+            RunState.COLO, lambda state, dirty: self._capture(seq, state, dirty),
+            resume=pipelined)
+        self.commit.hold(seq, held)
+        first_output = self.pump.take_first_held_time()
         blob = self._staging.seal()
         faults.kill_if_due("kill-paused", seq)
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))
@@ -206,7 +210,7 @@ class ColoPrimary:
         await self.chan.drain()
         await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         self.stats.add(CheckpointRecord(
-            seq=seq, dirty_pages=int(index.size), blob_bytes=len(blob),
+            seq=seq, dirty_pages=dirty_pages, blob_bytes=len(blob),
             pause_ms=(t_resumed - t_paused) * 1000, round_trip_ms=(t_end - t_start) * 1000,
             ram_crc=crc,
             release_latency_ms=None if first_output is None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 
@@ -28,6 +29,10 @@ from qmpd.machine.output import GuestOutput, OutputRing
 from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, Req, VcpuRunState, VcpuThread
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NO_PAGES = np.empty(0, dtype=np.uint64)
+_NO_PAGES.flags.writeable = False
 
 #: Bound on joining the vCPU thread in close().
 JOIN_TIMEOUT = 5.0
@@ -167,9 +172,12 @@ class Machine:
         if not self._dirty_logging:
             raise MachineStateError("dirty logging is not started")
         if self._accel.harvest_on_vcpu_thread:
-            pages = cast(np.ndarray, self._vcpu.request(Req.SYNC, self._accel.dirty_log_harvest))
-        else:
-            pages = self._accel.dirty_log_harvest()
+            return cast(np.ndarray, self._vcpu.request(Req.SYNC, self._harvest))
+        return self._harvest()
+
+    def _harvest(self) -> np.ndarray:
+        """The harvest itself, on a thread the accelerator allows."""
+        pages = self._accel.dirty_log_harvest()
         if self._reset_dirty:
             # reset() rewrote RAM behind the guest's back: every page counts as dirty.
             self._reset_dirty = False
@@ -198,10 +206,28 @@ class Machine:
         """
         return cast(bytes, self._vcpu.request(Req.CALL, self._encode_state))
 
-    def pause_and_save(self) -> bytes:
-        """:meth:`pause` then :meth:`save_state`, in one round trip to the vCPU thread
-        (a COLO checkpoint's pause is that much shorter)."""
-        return cast(bytes, self._vcpu.request(Req.PAUSE, self._encode_state))
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+        """A checkpoint's pause in one round trip to the vCPU thread: pause, drain the
+        output ring, save the state, harvest the dirty log (empty when not logging), call
+        ``fn(state_blob, dirty_pages)`` there, and with ``resume`` let a vCPU that was
+        running go on at once, without waiting for this thread.
+
+        ``fn`` runs on the vCPU thread while this thread waits; it may read ``pages`` and
+        ``output``. Returns its result and the ``perf_counter()`` instant the vCPU was
+        let go (with ``resume``) or ``fn`` returned (without).
+
+        :raise VcpuTimeoutError: no answer within the request timeout.
+        """
+        def on_vcpu() -> T:
+            blob = self._encode_state()
+            dirty = self._harvest() if self._dirty_logging else _NO_PAGES
+            return fn(blob, dirty)
+
+        if resume:
+            result, at = self._vcpu.snapshot(on_vcpu)
+            return cast(T, result), at
+        result = self._vcpu.request(Req.PAUSE, on_vcpu)
+        return cast(T, result), time.perf_counter()
 
     def _encode_state(self) -> bytes:
         """On the vCPU thread, paused: the state blob."""

@@ -15,7 +15,9 @@ Users: :class:`qmpd.machine.Machine`. Nothing pokes the vCPU from outside except
      └─────────────────────────────────────────────────────┘
 
 ``call`` runs a function on the vCPU thread while not running (save/load state, reset);
-``sync`` runs one between two guest runs in any state (dirty-log start/stop).
+``sync`` runs one between two guest runs in any state (dirty-log start/stop);
+``snapshot`` pauses, runs a function and lets a vCPU that was running go on at once, so
+that a COLO checkpoint's pause is one round trip and never waits for the caller's thread.
 Doorbell exits drain the output ring; so does every pause, so when ``pause`` returns all
 output the guest produced is in ``GuestOutput``.
 """
@@ -78,6 +80,7 @@ class Req(enum.Enum):
     RESUME = "resume"
     CALL = "call"      # run a function on the vCPU thread while not running
     SYNC = "sync"      # run a function on the vCPU thread between two runs, in any state
+    SNAPSHOT = "snapshot"  # pause, run a function, run again if it was running
     FINISH = "finish"
 
 
@@ -89,6 +92,8 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
+    #: perf_counter() when a snapshot's vCPU was let run again (or its function ended).
+    resumed_at: float = 0.0
 
 
 class VcpuThread:
@@ -125,11 +130,25 @@ class VcpuThread:
         :raise VcpuTimeoutError: no answer within ``timeout`` s.
         :raise MachineStateError: the request is not allowed in the current state.
         """
+        return self._send(_Request(kind, fn, clears_fault), timeout).result
+
+    def snapshot(self, fn: Callable[[], object],
+                 timeout: float = REQUEST_TIMEOUT) -> tuple[object, float]:
+        """Pause, run ``fn`` on the vCPU thread, and let the vCPU run again if it was
+        running, in one round trip. Returns ``fn``'s result and the ``perf_counter()``
+        instant the vCPU was let go (or ``fn`` ended, if it was not running).
+
+        :raise VcpuTimeoutError: no answer within ``timeout`` s.
+        """
+        req = self._send(_Request(Req.SNAPSHOT, fn), timeout)
+        return req.result, req.resumed_at
+
+    def _send(self, req: _Request, timeout: float) -> _Request:
+        kind = req.kind
         if self._state is VcpuRunState.FINISHED:
             raise MachineStateError("the vCPU has finished")
         if threading.get_ident() == self._thread.ident:
             raise MachineStateError(f"'{kind.value}' requested from the vCPU thread itself")
-        req = _Request(kind, fn, clears_fault)
         self._queue.put(req)
         deadline = time.monotonic() + timeout
         # Only a running vCPU needs a kick (a paused one is waiting on the queue; only the
@@ -148,7 +167,7 @@ class VcpuThread:
             kick = True
         if req.error is not None:
             raise req.error
-        return req.result
+        return req
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -199,6 +218,18 @@ class VcpuThread:
             self.ring.drain(force=True)  # pause hands over everything, cap or not
             if req.fn is not None:  # e.g. save the state in the same round trip
                 return req.fn()
+        elif req.kind is Req.SNAPSHOT:
+            if state is VcpuRunState.RUNNING:
+                self._set_state(VcpuRunState.PAUSED)
+            self.ring.drain(force=True)
+            try:
+                return req.fn() if req.fn is not None else None
+            finally:
+                # Run again even if fn failed: the caller decides what to do, the guest
+                # is not left stopped behind its back.
+                if state is VcpuRunState.RUNNING:
+                    self._set_state(VcpuRunState.RUNNING)
+                req.resumed_at = time.perf_counter()
         elif req.kind is Req.RESUME:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")

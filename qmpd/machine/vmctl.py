@@ -8,19 +8,25 @@ Users: the ``stop``/``cont`` commands, migration (finish-migrate, postmigrate), 
   ``STOP``; if not running, only set the run state (``vm_stop_force_state``).
 - :meth:`VmControl.start`: emit ``RESUME``, set ``running``, resume the vCPU; a no-op
   when already running.
+- :meth:`VmControl.checkpoint`: a COLO checkpoint's pause: stop into ``colo``, run a
+  function on the paused machine and (pipelined) start again, in one vCPU round trip;
+  the events are those of a stop and a start.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import numpy as np
 
 from qmpd.machine.runstate import RunState, RunStateHolder
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, "dict[str, object] | None"], None]
+T = TypeVar("T")
 
 
 class Pausable(Protocol):
@@ -32,11 +38,11 @@ class Pausable(Protocol):
     def resume(self) -> None:
         """Let the vCPU run."""
 
-    def pause_and_save(self) -> bytes:
-        """Pause, then return the state blob, in one request."""
-
     def save_state(self) -> bytes:
         """The state blob of a paused machine."""
+
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+        """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked."""
 
 
 class VmControl:
@@ -67,21 +73,28 @@ class VmControl:
         else:
             self.runstate.set(state)
 
-    def stop_and_save(self, state: RunState) -> bytes:
-        """:meth:`stop` into ``state`` and return the machine state blob, saved in the
-        same vCPU round trip as the pause (COLO checkpoints).
+    def checkpoint(self, state: RunState, fn: Callable[[bytes, np.ndarray], T],
+                   resume: bool) -> tuple[T, float]:
+        """Stop into ``state``, call ``fn(state_blob, dirty_pages)`` on the paused machine
+        and, with ``resume``, start it again, in one round trip to the vCPU (see
+        ``Machine.snapshot``). Run state and events are those of :meth:`stop` followed
+        (with ``resume``) by :meth:`start`. Returns ``fn``'s result and the instant the
+        vCPU was let go (without ``resume``: when ``fn`` ended).
 
         :raise RunStateError: if the run-state table forbids it; nothing changes then.
         """
         assert self.machine is not None
-        if not self.runstate.is_running:
-            self.runstate.set(state)
-            return self.machine.save_state()
-        self.runstate.check(state)
-        blob = self.machine.pause_and_save()
+        was_running = self.runstate.is_running
+        if was_running:
+            self.runstate.check(state)
+        result, at = self.machine.snapshot(fn, resume and was_running)
         self.runstate.set(state)
-        self._emit("STOP", None)
-        return blob
+        if was_running:
+            self._emit("STOP", None)
+            if resume:
+                self._emit("RESUME", None)
+                self.runstate.set(RunState.RUNNING)
+        return result, at
 
     def start(self) -> None:
         """Start the VM (QEMU's ``vm_start``); a no-op when it is already running.

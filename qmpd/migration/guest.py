@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 Pages = npt.NDArray[np.uint8]
 PageIndices = npt.NDArray[np.uint64]
+T = TypeVar("T")
 
 
 class MigratableMachine(Protocol):
@@ -48,11 +50,12 @@ class MigratableMachine(Protocol):
     def save_state(self) -> bytes:
         """vCPU + device state blob (paused only)."""
 
-    def pause_and_save(self) -> bytes:
-        """Pause, then return the state blob, in one round trip to the vCPU thread."""
-
     def load_state(self, blob: bytes) -> None:
         """Validate, then apply a state blob (paused only); changes nothing on error."""
+
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+        """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked
+        (what ``VmControl`` needs; migration itself does not call it)."""
 
 
 _PRESENT = np.uint64(1 << 63)

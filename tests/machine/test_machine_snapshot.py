@@ -1,0 +1,137 @@
+"""Machine.snapshot: a checkpoint's pause in one vCPU round trip.
+
+``snapshot(fn, resume)`` stops the vCPU, drains the output ring, saves the state, harvests
+the dirty log and calls ``fn(state, dirty)`` on the vCPU thread; with ``resume`` a running
+guest goes on without waiting for the caller. What ``fn`` sees must be a consistent cut:
+RAM, state and output of one instant, so that a fresh machine built from it continues the
+output stream exactly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from qmpd.machine.guest_check import verify_stream
+from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
+from qmpd.machine.vmctl import VmControl
+
+from .conftest import MachineFactory, read_records
+
+W = 1024
+
+
+def test_snapshot_is_a_consistent_cut_and_the_guest_goes_on(
+        make_machine: MachineFactory) -> None:
+    src = make_machine(pace=20000, check_every=10)
+    before = read_records(src, 200)
+    src.resume()
+    time.sleep(0.02)
+    t_called = time.perf_counter()
+
+    def cut(state: bytes, dirty: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
+        return state, src.pages.copy(), src.output.drain()
+
+    (state, ram, out), resumed_at = src.snapshot(cut, resume=True)
+    assert t_called < resumed_at <= time.perf_counter()
+    assert src.running
+    after = read_records(src, 100)  # the source went on by itself
+    at_cut = before + out.splitlines()
+    assert after[0].startswith(b"seq=%d " % len(at_cut))
+
+    dst = make_machine(pace=20000, check_every=10)
+    dst.pages[:] = ram
+    dst.load_state(state)
+    restored = read_records(dst, 100)
+    assert restored[:50] == after[:50]  # the same continuation, record for record
+    report = verify_stream(at_cut + restored, d=16, w=W, start=0)
+    assert report.ok, report
+
+
+def test_snapshot_harvests_every_page_written_since_the_last_harvest(
+        make_machine: MachineFactory) -> None:
+    m = make_machine(pace=20000, dirty_pages=16)
+    m.dirty_log_start()
+    m.resume()
+    time.sleep(0.02)
+
+    def copy(state: bytes, dirty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return m.pages.copy(), dirty.copy()
+
+    (first, _), _ = m.snapshot(copy, resume=True)
+    time.sleep(0.05)
+    (second, dirty), _ = m.snapshot(copy, resume=False)
+    assert not m.running
+    changed = np.flatnonzero((first != second).any(axis=1))
+    assert changed.size > 0
+    assert set(changed.tolist()) <= set(dirty.tolist())
+
+
+def test_snapshot_without_dirty_logging_reports_no_pages(
+        make_machine: MachineFactory) -> None:
+    m = make_machine(pace=20000)
+    m.resume()
+    (n, kind), _ = m.snapshot(lambda state, dirty: (dirty.size, dirty.dtype), resume=True)
+    assert (n, kind) == (0, np.uint64)
+    assert m.running
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_an_error_in_fn_reaches_the_caller_and_the_run_state_is_as_asked(
+        make_machine: MachineFactory, resume: bool) -> None:
+    m = make_machine(pace=20000)
+    m.resume()
+
+    def boom(state: bytes, dirty: np.ndarray) -> None:
+        raise ValueError("gather failed")
+
+    with pytest.raises(ValueError, match=r"^gather failed$"):
+        m.snapshot(boom, resume=resume)
+    assert m.running is resume
+
+
+def test_snapshot_of_a_paused_machine_stays_paused(make_machine: MachineFactory) -> None:
+    m = make_machine(pace=20000)
+    read_records(m, 10)
+    state, _ = m.snapshot(lambda state, dirty: state, resume=True)
+    assert not m.running
+    assert state == m.save_state()
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_vmcontrol_checkpoint_reports_a_stop_then_a_start(
+        make_machine: MachineFactory, resume: bool) -> None:
+    """Run states and events are those of vm_stop(colo) followed (resume) by vm_start."""
+    m = make_machine(pace=20000)
+    events: list[str] = []
+    runstate = RunStateHolder()
+    vm = VmControl(m, runstate, lambda name, data: events.append(name))
+    vm.start()
+    seen: list[str] = []
+
+    def fn(state: bytes, dirty: np.ndarray) -> int:
+        seen.append(runstate.state.value)  # still 'running' while the vCPU thread works
+        return 7
+
+    result, _ = vm.checkpoint(RunState.COLO, fn, resume=resume)
+    assert result == 7
+    assert seen == ["running"]
+    assert events == (["RESUME", "STOP", "RESUME"] if resume else ["RESUME", "STOP"])
+    assert runstate.state is (RunState.RUNNING if resume else RunState.COLO)
+    assert m.running is resume
+
+
+def test_vmcontrol_checkpoint_refused_by_the_run_state_table_changes_nothing(
+        make_machine: MachineFactory) -> None:
+    m = make_machine(pace=20000)
+    events: list[str] = []
+    runstate = RunStateHolder()
+    vm = VmControl(m, runstate, lambda name, data: events.append(name))
+    vm.start()
+    called: list[int] = []
+    with pytest.raises(RunStateError):
+        vm.checkpoint(RunState.PRELAUNCH, lambda s, d: called.append(1), resume=True)
+    assert called == [] and events == ["RESUME"]
+    assert runstate.state is RunState.RUNNING and m.running
