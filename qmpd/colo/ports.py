@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qmpd.machine.runstate import RunState
+from qmpd.machine.vcpu_thread import PauseTimes
 
 T = TypeVar("T")
 
@@ -68,10 +69,10 @@ class VmPort(Protocol):
 
     def checkpoint(self, state: RunState,
                    fn: Callable[[bytes, npt.NDArray[np.uint64]], T],
-                   resume: bool) -> tuple[T, float]:
+                   resume: bool) -> tuple[T, PauseTimes]:
         """Stop into ``state``; call ``fn(state_blob, dirty_pages)`` on the paused machine
         (on its vCPU thread); with ``resume`` start again; all in one vCPU round trip.
-        Returns ``fn``'s result and the ``perf_counter()`` instant the VM was let go."""
+        Returns ``fn``'s result and when the guest stopped and went on."""
 
     def start(self) -> None:
         """Start the VM."""

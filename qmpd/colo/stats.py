@@ -13,7 +13,11 @@ class CheckpointRecord:
     seq: int
     dirty_pages: int
     blob_bytes: int
+    #: primary: the guest stopped, from the vCPU leaving guest mode until it is let go
     pause_ms: float = 0.0
+    #: primary: from the stop request until the vCPU left guest mode (the guest still
+    #: runs meanwhile; the kick's latency)
+    stop_ms: float = 0.0
     round_trip_ms: float = 0.0
     release_latency_ms: float | None = None
     #: the checkpoint took longer than its epoch (x-checkpoint-delay): the guest dirties
@@ -51,7 +55,8 @@ class ColoStats:
                if self.failover_ms is not None else {}),
             "recent": [
                 {"seq": r.seq, "dirty-pages": r.dirty_pages, "bytes": r.blob_bytes,
-                 "pause-us": round(r.pause_ms * 1000), "round-trip-us":
+                 "pause-us": round(r.pause_ms * 1000),
+                 "stop-us": round(r.stop_ms * 1000), "round-trip-us":
                  round(r.round_trip_ms * 1000), "overrun": r.overrun,
                  **({"ram-crc": r.ram_crc} if r.ram_crc is not None else {}),
                  **({"release-latency-us": round(r.release_latency_ms * 1000)}

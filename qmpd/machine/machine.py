@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import TypeVar, cast
 
@@ -26,7 +25,7 @@ from qmpd.machine.guest import guest_image
 from qmpd.machine.kvm.system import kvm_device
 from qmpd.machine.memory import GuestRam
 from qmpd.machine.output import GuestOutput, OutputRing
-from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, Req, VcpuRunState, VcpuThread
+from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, PauseTimes, Req, VcpuRunState, VcpuThread
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +205,15 @@ class Machine:
         """
         return cast(bytes, self._vcpu.request(Req.CALL, self._encode_state))
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
+                 resume: bool) -> tuple[T, PauseTimes]:
         """A checkpoint's pause in one round trip to the vCPU thread: pause, drain the
         output ring, save the state, harvest the dirty log (empty when not logging), call
         ``fn(state_blob, dirty_pages)`` there, and with ``resume`` let a vCPU that was
         running go on at once, without waiting for this thread.
 
         ``fn`` runs on the vCPU thread while this thread waits; it may read ``pages`` and
-        ``output``. Returns its result and the ``perf_counter()`` instant the vCPU was
-        let go (with ``resume``) or ``fn`` returned (without).
+        ``output``. Returns its result and when the guest stopped and went on.
 
         :raise VcpuTimeoutError: no answer within the request timeout.
         """
@@ -223,11 +222,8 @@ class Machine:
             dirty = self._harvest() if self._dirty_logging else _NO_PAGES
             return fn(blob, dirty)
 
-        if resume:
-            result, at = self._vcpu.snapshot(on_vcpu)
-            return cast(T, result), at
-        result = self._vcpu.request(Req.PAUSE, on_vcpu)
-        return cast(T, result), time.perf_counter()
+        result, times = self._vcpu.snapshot(on_vcpu, resume)
+        return cast(T, result), times
 
     def _encode_state(self) -> bytes:
         """On the vCPU thread, paused: the state blob."""

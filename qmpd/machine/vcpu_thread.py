@@ -92,8 +92,18 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
-    #: perf_counter() when a snapshot's vCPU was let run again (or its function ended).
-    resumed_at: float = 0.0
+    times: PauseTimes | None = None
+
+
+@dataclass(frozen=True)
+class PauseTimes:
+    """``perf_counter()`` instants of a snapshot: when the guest last left guest mode
+    before it was handled (earlier than the request if the vCPU was already out, e.g.
+    draining output), and when it was let run again (or, if it stays paused, when the
+    function ended)."""
+
+    stopped: float
+    resumed: float
 
 
 class VcpuThread:
@@ -106,6 +116,8 @@ class VcpuThread:
         self.on_fault = on_fault
         self.fault: str | None = None
         self._state = VcpuRunState.PAUSED
+        #: perf_counter() when the guest last came out of guest mode (vCPU thread only).
+        self._exit_at = 0.0
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name="qmpd-vcpu0", daemon=True)
         self._started = threading.Event()
@@ -132,16 +144,17 @@ class VcpuThread:
         """
         return self._send(_Request(kind, fn, clears_fault), timeout).result
 
-    def snapshot(self, fn: Callable[[], object],
-                 timeout: float = REQUEST_TIMEOUT) -> tuple[object, float]:
-        """Pause, run ``fn`` on the vCPU thread, and let the vCPU run again if it was
-        running, in one round trip. Returns ``fn``'s result and the ``perf_counter()``
-        instant the vCPU was let go (or ``fn`` ended, if it was not running).
+    def snapshot(self, fn: Callable[[], object], resume: bool,
+                 timeout: float = REQUEST_TIMEOUT) -> tuple[object, PauseTimes]:
+        """Pause, run ``fn`` on the vCPU thread and, with ``resume``, let a vCPU that was
+        running go on, in one round trip. Returns ``fn``'s result and when the guest
+        stopped and went on (see :class:`PauseTimes`).
 
         :raise VcpuTimeoutError: no answer within ``timeout`` s.
         """
-        req = self._send(_Request(Req.SNAPSHOT, fn), timeout)
-        return req.result, req.resumed_at
+        req = self._send(_Request(Req.SNAPSHOT if resume else Req.PAUSE, fn), timeout)
+        assert req.times is not None
+        return req.result, req.times
 
     def _send(self, req: _Request, timeout: float) -> _Request:
         kind = req.kind
@@ -212,24 +225,20 @@ class VcpuThread:
 
     def _handle(self, req: _Request) -> object:
         state = self._state
-        if req.kind is Req.PAUSE:
+        if req.kind is Req.PAUSE or req.kind is Req.SNAPSHOT:
+            stopped = self._exit_at if state is VcpuRunState.RUNNING else time.perf_counter()
             if state is VcpuRunState.RUNNING:
                 self._set_state(VcpuRunState.PAUSED)
             self.ring.drain(force=True)  # pause hands over everything, cap or not
-            if req.fn is not None:  # e.g. save the state in the same round trip
-                return req.fn()
-        elif req.kind is Req.SNAPSHOT:
-            if state is VcpuRunState.RUNNING:
-                self._set_state(VcpuRunState.PAUSED)
-            self.ring.drain(force=True)
             try:
+                # e.g. save the state (and gather a checkpoint) in the same round trip
                 return req.fn() if req.fn is not None else None
             finally:
-                # Run again even if fn failed: the caller decides what to do, the guest
-                # is not left stopped behind its back.
-                if state is VcpuRunState.RUNNING:
+                # A snapshot runs again even if fn failed: the caller decides what to do,
+                # the guest is not left stopped behind its back.
+                if req.kind is Req.SNAPSHOT and state is VcpuRunState.RUNNING:
                     self._set_state(VcpuRunState.RUNNING)
-                req.resumed_at = time.perf_counter()
+                req.times = PauseTimes(stopped, time.perf_counter())
         elif req.kind is Req.RESUME:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")
@@ -251,6 +260,7 @@ class VcpuThread:
 
     def _run_once(self) -> None:
         exit_ = self.cpu.run()
+        self._exit_at = time.perf_counter()
         if isinstance(exit_, ex.Interrupted):
             return
         if isinstance(exit_, ex.IoOut) and exit_.port == layout.PORT_DOORBELL:

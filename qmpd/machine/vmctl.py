@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vcpu_thread import PauseTimes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class Pausable(Protocol):
     def save_state(self) -> bytes:
         """The state blob of a paused machine."""
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
+                 resume: bool) -> tuple[T, PauseTimes]:
         """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked."""
 
 
@@ -74,12 +76,12 @@ class VmControl:
             self.runstate.set(state)
 
     def checkpoint(self, state: RunState, fn: Callable[[bytes, np.ndarray], T],
-                   resume: bool) -> tuple[T, float]:
+                   resume: bool) -> tuple[T, PauseTimes]:
         """Stop into ``state``, call ``fn(state_blob, dirty_pages)`` on the paused machine
         and, with ``resume``, start it again, in one round trip to the vCPU (see
         ``Machine.snapshot``). Run state and events are those of :meth:`stop` followed
-        (with ``resume``) by :meth:`start`. Returns ``fn``'s result and the instant the
-        vCPU was let go (without ``resume``: when ``fn`` ended).
+        (with ``resume``) by :meth:`start`. Returns ``fn``'s result and when the guest
+        stopped and went on (without ``resume``: when ``fn`` ended).
 
         :raise RunStateError: if the run-state table forbids it; nothing changes then.
         """
@@ -87,14 +89,14 @@ class VmControl:
         was_running = self.runstate.is_running
         if was_running:
             self.runstate.check(state)
-        result, at = self.machine.snapshot(fn, resume and was_running)
+        result, times = self.machine.snapshot(fn, resume and was_running)
         self.runstate.set(state)
         if was_running:
             self._emit("STOP", None)
             if resume:
                 self._emit("RESUME", None)
                 self.runstate.set(RunState.RUNNING)
-        return result, at
+        return result, times
 
     def start(self) -> None:
         """Start the VM (QEMU's ``vm_start``); a no-op when it is already running.

@@ -17,6 +17,8 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from qmpd.machine.vcpu_thread import PauseTimes
+
 log = logging.getLogger(__name__)
 
 Pages = npt.NDArray[np.uint8]
@@ -53,7 +55,8 @@ class MigratableMachine(Protocol):
     def load_state(self, blob: bytes) -> None:
         """Validate, then apply a state blob (paused only); changes nothing on error."""
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T], resume: bool) -> tuple[T, float]:
+    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
+                 resume: bool) -> tuple[T, PauseTimes]:
         """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked
         (what ``VmControl`` needs; migration itself does not call it)."""
 
