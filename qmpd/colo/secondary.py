@@ -29,7 +29,7 @@ import logging
 import time
 
 from qmpd.colo import messages as msg
-from qmpd.colo.blob import Checkpoint, blob_limit, parse
+from qmpd.colo.blob import AlignedBuffer, Checkpoint, blob_limit, parse
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
 from qmpd.colo.ports import ChannelPort, ColoMachine
 from qmpd.colo.stats import CheckpointRecord, ColoStats
@@ -55,7 +55,7 @@ class ColoSecondary:
         self.applied_seq = 0
         self._staged: Checkpoint | None = None
         self._staged_at = 0.0
-        self._buf = bytearray()
+        self._buf = AlignedBuffer(0)
         self._limit = blob_limit(machine.npages)
 
     @property
@@ -83,10 +83,10 @@ class ColoSecondary:
         size = await msg.expect_size(self.chan, self._limit)
         t0 = time.perf_counter()
         if len(self._buf) < size:
-            # Never more than the largest checkpoint this guest can need (invariant 5).
-            # bytearray() zero-fills, so every page is touched here, not while receiving.
-            self._buf = bytearray(min(max(size, 2 * len(self._buf)), self._limit))
-        view = memoryview(self._buf)[:size]
+            # Never more than the largest checkpoint this guest can need (invariant 5);
+            # touched here, not while receiving; page-aligned like the primary's.
+            self._buf = AlignedBuffer(min(max(size, 2 * len(self._buf)), self._limit))
+        view = memoryview(self._buf.mm)[:size]
         try:
             await self.chan.recv_into(view)
         except (OSError, EOFError, ConnectionError) as err:

@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmpd.colo.blob import HEADER, MAGIC, PAGE_SIZE, STATE_LIMIT, Staging, blob_limit, parse
+from qmpd.colo.blob import (
+    HEADER,
+    MAGIC,
+    PAGE_SIZE,
+    STATE_LIMIT,
+    Staging,
+    blob_limit,
+    pages_offset,
+    parse,
+)
 from qmpd.colo.messages import ColoProtocolError
 
 NPAGES = 64
@@ -68,10 +77,11 @@ def test_flipped_byte_anywhere_fails_the_checksum_or_header() -> None:
             parse(memoryview(bytes(bad)), NPAGES)
 
 
-def _forge(n: int, state_len: int, index: list[int], version: int = 1,
-           magic: bytes = MAGIC) -> bytes:
+def _forge(n: int, state_len: int, index: list[int], version: int = 2,
+           magic: bytes = MAGIC, pad: bytes | None = None) -> bytes:
     body = HEADER.pack(magic, version, 0, 1, n, state_len)
     body += struct.pack(f"<{len(index)}Q", *index)
+    body += pad if pad is not None else bytes(pages_offset(len(index)) - len(body))
     body += bytes(PAGE_SIZE * len(index)) + bytes(state_len)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -92,10 +102,28 @@ def test_oversized_state_is_rejected() -> None:
 
 
 def test_wrong_version_and_magic_are_rejected() -> None:
-    with pytest.raises(ColoProtocolError, match="version 2 is not supported"):
-        parse(memoryview(_forge(0, 0, [], version=2)), NPAGES)
+    with pytest.raises(ColoProtocolError, match=r"version 1 is not supported \(expected 2\)"):
+        parse(memoryview(_forge(0, 0, [], version=1)), NPAGES)
     with pytest.raises(ColoProtocolError, match="bad magic"):
         parse(memoryview(_forge(0, 0, [], magic=b"XXXXXXXX")), NPAGES)
+
+
+def test_pages_start_page_aligned_in_the_buffer() -> None:
+    staging = Staging(initial_pages=4)
+    ram = np.zeros((4096, PAGE_SIZE), dtype=np.uint8)
+    for n in (0, 1, 3, 500, 506, 507, 512, 2000):
+        blob = staging.build(1, ram, np.arange(n, dtype=np.uint64), b"s")
+        start = pages_offset(n)
+        assert start % PAGE_SIZE == 0 and start >= HEADER.size + 8 * n
+        base = np.frombuffer(blob, dtype=np.uint8).ctypes.data
+        assert (base + start) % PAGE_SIZE == 0
+        assert parse(blob, ram.shape[0]).index.size == n
+
+
+def test_non_zero_padding_is_rejected_even_with_a_good_checksum() -> None:
+    pad = b"\x01" + bytes(pages_offset(1) - HEADER.size - 8 - 1)
+    with pytest.raises(ColoProtocolError, match=r"^COLO checkpoint has non-zero padding$"):
+        parse(memoryview(_forge(1, 0, [0], pad=pad)), NPAGES)
 
 
 def test_limit_covers_a_full_guest() -> None:
