@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from qmpd.machine.kvm import exits as ex
-from qmpd.machine.state import VcpuState
+from qmpd.machine.state import StateWriter, VcpuState
 
 
 class Accel(Protocol):
@@ -39,6 +39,9 @@ class Accel(Protocol):
     def save(self) -> VcpuState:
         """The vCPU's state in KVM's layouts."""
         ...
+
+    def save_into(self, w: StateWriter) -> None:
+        """:meth:`save`, written into ``w`` (the checkpoint path: no per-part objects)."""
 
     def load(self, st: VcpuState) -> None:
         """Apply a validated state; all or nothing."""

@@ -18,7 +18,7 @@ from qmpd.machine.kvm import exits as ex
 from qmpd.machine.kvm import ioctls as k
 from qmpd.machine.kvm.vcpu import SAVED_MSRS
 from qmpd.machine.memory import GuestRam
-from qmpd.machine.state import VcpuState
+from qmpd.machine.state import StateWriter, VcpuState
 
 RAM_SLOT = 0
 
@@ -78,6 +78,16 @@ class KvmAccel:
                          self.vcpu.get_xcrs(), self.vcpu.get_events(),
                          [(msrs.entries[i].index, msrs.entries[i].data)
                           for i in range(len(SAVED_MSRS))])
+
+    def save_into(self, w: StateWriter) -> None:
+        """The vCPU's state, read by the ioctls straight into ``w``'s blob."""
+        vcpu = self.vcpu
+        vcpu.get_msrs(w.msrs)
+        vcpu.get_regs(w.regs)
+        vcpu.get_sregs(w.sregs)
+        vcpu.get_xsave(w.xsave)
+        vcpu.get_xcrs(w.xcrs)
+        vcpu.get_events(w.events)
 
     def load(self, st: VcpuState) -> None:
         """Apply ``st``; on a kernel refusal, put the previous state back and re-raise."""

@@ -91,6 +91,8 @@ class Machine:
         self._reset_dirty = False
         #: Pages the VMM itself changed while logging (reported by the next harvest).
         self._vmm_dirty: set[int] = set()
+        self._config = tuple(layout.config_words(config.guest))
+        self._writer = state.StateWriter()
         try:
             self._boot_image()
             self._accel.boot()
@@ -227,9 +229,8 @@ class Machine:
 
     def _encode_state(self) -> bytes:
         """On the vCPU thread, paused: the state blob."""
-        st = state.MachineState(self.mem_bytes, self._config_words(), self._accel.save(),
-                                self._ring.cons)
-        return state.encode(st)
+        self._accel.save_into(self._writer)
+        return self._writer.finish(self.mem_bytes, self._config, self._ring.cons)
 
     def load_state(self, blob: bytes) -> None:
         """Validate ``blob`` whole, then apply it. Paused only; on any error nothing changes.
@@ -282,7 +283,7 @@ class Machine:
 
     # ------------------------------------------------------------------ internals
     def _config_words(self) -> tuple[int, ...]:
-        return tuple(layout.config_words(self.config.guest))
+        return self._config
 
     def _boot_image(self) -> None:
         layout.write_boot_image(self._ram.flat, self.mem_bytes, self.config.guest, self._image)

@@ -74,17 +74,61 @@ class MachineState:
     ring_cons: int
 
 
+class StateWriter:
+    """The one encoder: a preallocated blob whose CPU parts are ctypes structs laid over
+    its bytes, so that KVM's GET ioctls write straight into it (a checkpoint's save is a
+    handful of ioctls and one copy, no per-part objects). One per machine, used on its
+    vCPU thread only.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray(BLOB_SIZE)
+        off = _HEADER.size + _IDENT.size
+        # Views into `_buf`, which is never resized (ctypes holds an export on it).
+        self.regs = k.KvmRegs.from_buffer(self._buf, off)
+        off += ctypes.sizeof(k.KvmRegs)
+        self.sregs = k.KvmSregs.from_buffer(self._buf, off)
+        off += ctypes.sizeof(k.KvmSregs)
+        self.xsave = k.KvmXsave.from_buffer(self._buf, off)
+        off += ctypes.sizeof(k.KvmXsave)
+        self.xcrs = k.KvmXcrs.from_buffer(self._buf, off)
+        off += ctypes.sizeof(k.KvmXcrs)
+        self.events = k.KvmVcpuEvents.from_buffer(self._buf, off)
+        off += ctypes.sizeof(k.KvmVcpuEvents)
+        self._msr_off = off
+        self._device_off = off + _MSR.size * len(SAVED_MSRS)
+        #: KVM_GET_MSRS argument, indices preset; its entries are copied in by finish().
+        self.msrs = k.KvmMsrs(nmsrs=len(SAVED_MSRS))
+        for i, index in enumerate(SAVED_MSRS):
+            self.msrs.entries[i].index = index
+
+    def put(self, cpu: VcpuState) -> None:
+        """Copy a :class:`VcpuState` in (TCG, and states built in Python)."""
+        for dst, src in ((self.regs, cpu.regs), (self.sregs, cpu.sregs),
+                         (self.xsave, cpu.xsave), (self.xcrs, cpu.xcrs),
+                         (self.events, cpu.events)):
+            ctypes.memmove(ctypes.addressof(dst), ctypes.addressof(src), ctypes.sizeof(dst))
+        for i, (index, value) in enumerate(cpu.msrs):
+            self.msrs.entries[i].index, self.msrs.entries[i].data = index, value
+
+    def finish(self, mem_bytes: int, config: tuple[int, ...], ring_cons: int) -> bytes:
+        """Add identity, MSRs, devices, header and checksum; return the blob."""
+        buf = self._buf
+        _IDENT.pack_into(buf, _HEADER.size, mem_bytes, *config)
+        n = len(SAVED_MSRS)
+        # kvm_msr_entry is the blob's MSR record (u32 index, u32 reserved, u64 value).
+        buf[self._msr_off:self._device_off] = memoryview(self.msrs).cast("B")[8:8 + 16 * n]
+        _DEVICE.pack_into(buf, self._device_off, ring_cons, *([0] * 7))
+        crc = zlib.crc32(memoryview(buf)[_HEADER.size:])
+        _HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, BLOB_SIZE, crc, 0)
+        return bytes(buf)
+
+
 def encode(state: MachineState) -> bytes:
     """Serialise ``state`` into a blob of exactly :data:`BLOB_SIZE` bytes."""
-    cpu = state.cpu
-    body = bytearray(_IDENT.pack(state.mem_bytes, *state.config))
-    for part in (cpu.regs, cpu.sregs, cpu.xsave, cpu.xcrs, cpu.events):
-        body += bytes(part)
-    for index, value in cpu.msrs:
-        body += _MSR.pack(index, 0, value)
-    body += _DEVICE.pack(state.ring_cons, *([0] * 7))
-    crc = zlib.crc32(body)
-    return _HEADER.pack(MAGIC, VERSION, 0, BLOB_SIZE, crc, 0) + bytes(body)
+    writer = StateWriter()
+    writer.put(state.cpu)
+    return writer.finish(state.mem_bytes, state.config, state.ring_cons)
 
 
 def decode(blob: bytes, mem_bytes: int, config: tuple[int, ...]) -> MachineState:

@@ -31,7 +31,7 @@ from qmpd.machine.kvm import exits as ex
 from qmpd.machine.kvm import ioctls as k
 from qmpd.machine.kvm.vcpu import SAVED_MSRS
 from qmpd.machine.memory import GuestRam
-from qmpd.machine.state import VcpuState
+from qmpd.machine.state import StateWriter, VcpuState
 
 _GPRS = [("rax", x.UC_X86_REG_RAX), ("rbx", x.UC_X86_REG_RBX), ("rcx", x.UC_X86_REG_RCX),
          ("rdx", x.UC_X86_REG_RDX), ("rsi", x.UC_X86_REG_RSI), ("rdi", x.UC_X86_REG_RDI),
@@ -120,6 +120,10 @@ class TcgAccel:
         xcrs.xcrs[0].value = 1  # XCR0 = x87
         msrs = [(index, _MSR_DEFAULTS.get(index, 0)) for index in SAVED_MSRS]
         return VcpuState(regs, layout.boot_sregs(), xsave, xcrs, k.KvmVcpuEvents(), msrs)
+
+    def save_into(self, w: StateWriter) -> None:
+        """:meth:`save`, copied into ``w``'s blob."""
+        w.put(self.save())
 
     def load(self, st: VcpuState) -> None:
         """Only the general registers matter to the emulated guest (segments, paging and

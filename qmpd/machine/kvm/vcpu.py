@@ -85,51 +85,54 @@ class VcpuFd:
         except OSError as err:
             raise KvmError(name, err.errno or _errno.EIO) from err
 
-    def get_regs(self) -> k.KvmRegs:
-        regs = k.KvmRegs()
+    def get_regs(self, out: k.KvmRegs | None = None) -> k.KvmRegs:
+        regs = k.KvmRegs() if out is None else out
         self._ioctl("KVM_GET_REGS", k.KVM_GET_REGS, regs)
         return regs
 
     def set_regs(self, regs: k.KvmRegs) -> None:
         self._ioctl("KVM_SET_REGS", k.KVM_SET_REGS, regs)
 
-    def get_sregs(self) -> k.KvmSregs:
-        sregs = k.KvmSregs()
+    def get_sregs(self, out: k.KvmSregs | None = None) -> k.KvmSregs:
+        sregs = k.KvmSregs() if out is None else out
         self._ioctl("KVM_GET_SREGS", k.KVM_GET_SREGS, sregs)
         return sregs
 
     def set_sregs(self, sregs: k.KvmSregs) -> None:
         self._ioctl("KVM_SET_SREGS", k.KVM_SET_SREGS, sregs)
 
-    def get_xsave(self) -> k.KvmXsave:
-        xsave = k.KvmXsave()
+    def get_xsave(self, out: k.KvmXsave | None = None) -> k.KvmXsave:
+        xsave = k.KvmXsave() if out is None else out
         self._ioctl("KVM_GET_XSAVE", k.KVM_GET_XSAVE, xsave)
         return xsave
 
     def set_xsave(self, xsave: k.KvmXsave) -> None:
         self._ioctl("KVM_SET_XSAVE", k.KVM_SET_XSAVE, xsave)
 
-    def get_xcrs(self) -> k.KvmXcrs:
-        xcrs = k.KvmXcrs()
+    def get_xcrs(self, out: k.KvmXcrs | None = None) -> k.KvmXcrs:
+        xcrs = k.KvmXcrs() if out is None else out
         self._ioctl("KVM_GET_XCRS", k.KVM_GET_XCRS, xcrs)
         return xcrs
 
     def set_xcrs(self, xcrs: k.KvmXcrs) -> None:
         self._ioctl("KVM_SET_XCRS", k.KVM_SET_XCRS, xcrs)
 
-    def get_events(self) -> k.KvmVcpuEvents:
-        events = k.KvmVcpuEvents()
+    def get_events(self, out: k.KvmVcpuEvents | None = None) -> k.KvmVcpuEvents:
+        events = k.KvmVcpuEvents() if out is None else out
         self._ioctl("KVM_GET_VCPU_EVENTS", k.KVM_GET_VCPU_EVENTS, events)
         return events
 
     def set_events(self, events: k.KvmVcpuEvents) -> None:
         self._ioctl("KVM_SET_VCPU_EVENTS", k.KVM_SET_VCPU_EVENTS, events)
 
-    def get_msrs(self) -> k.KvmMsrs:
-        """KVM_GET_MSRS for :data:`SAVED_MSRS` (all must be readable)."""
-        msrs = k.KvmMsrs(nmsrs=len(SAVED_MSRS))
-        for i, index in enumerate(SAVED_MSRS):
-            msrs.entries[i].index = index
+    def get_msrs(self, out: k.KvmMsrs | None = None) -> k.KvmMsrs:
+        """KVM_GET_MSRS for :data:`SAVED_MSRS` (all must be readable); ``out`` must have
+        them as its indices already."""
+        msrs = out
+        if msrs is None:
+            msrs = k.KvmMsrs(nmsrs=len(SAVED_MSRS))
+            for i, index in enumerate(SAVED_MSRS):
+                msrs.entries[i].index = index
         n = self._msr_ioctl("KVM_GET_MSRS", k.KVM_GET_MSRS, msrs)
         if n != len(SAVED_MSRS):
             raise KvmError("KVM_GET_MSRS", _errno.EINVAL,
