@@ -7,7 +7,12 @@ Start-up::
     schema.json -> EventBus -> RunStateHolder -> CommandContext
       -> VmStack (machine, serial, migration, COLO; initial run state) on ctx
       -> handlers + dispatcher (refuses a schema/handler mismatch) -> QMP listeners
-      -> signals -> pidfile -> "ready" (-daemonize parent exits 0)
+      -> signals -> pidfile -> GC freeze -> "ready" (-daemonize parent exits 0)
+
+Everything built at start-up (schema, models, handlers, the machine) lives as long as the
+process: it is moved out of the collector's reach (``gc.freeze``), so that a full
+collection walks only what was allocated since, not a heap that cost ~15 ms a pass on
+the event loop (seen right after a COLO takeover, delaying the guest's first output).
 
 Shutdown (``quit``, SIGTERM, SIGINT, SIGHUP)::
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -157,6 +163,8 @@ async def _main(config: DaemonConfig, ready: Callable[[bool], None]) -> int:
             await daemon.server.close_listeners()
         ready(False)
         return 1
+    gc.collect()
+    gc.freeze()
     ready(True)
     await daemon.wait_and_stop()
     return 0

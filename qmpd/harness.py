@@ -158,6 +158,9 @@ class SerialReader:
         self.path = path
         self.data = bytearray()
         self.eof = asyncio.Event()
+        #: perf_counter() when the first byte arrived (None before).
+        self.first_at: float | None = None
+        self._got_data = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -178,11 +181,20 @@ class SerialReader:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while chunk := await reader.read(1 << 16):
+                if self.first_at is None:
+                    self.first_at = time.perf_counter()
+                    self._got_data.set()
                 self.data += chunk
         except OSError:
             pass
         finally:
             self.eof.set()
+
+    async def wait_first_byte(self, timeout: float = 10.0) -> float:
+        """Wait (without polling) for the first byte; return when it arrived."""
+        await asyncio.wait_for(self._got_data.wait(), timeout)
+        assert self.first_at is not None
+        return self.first_at
 
     def lines(self) -> list[bytes]:
         """Complete lines received so far."""
