@@ -174,6 +174,8 @@ def migration_rows(results: dict[str, Any]) -> list[Row]:
 def colo_rows(results: dict[str, Any]) -> list[Row]:
     c = _figures(results, "colo") or {}
     ck = c.get("checkpoints", {})
+    qc = _figures(results, "qemu_colo") or {}
+    qemu_ck = qc.get("checkpoints", {})
     rows = []
     by_pages: dict[int, dict[str, dict[str, Any]]] = {}
     for key, r in ck.items():
@@ -196,9 +198,14 @@ def colo_rows(results: dict[str, Any]) -> list[Row]:
             if q is not None:
                 limit += f"; ≤ ⅓ of QEMU-order = {_ms(q['pause_ms'] / 3)}"
                 ok = ok and p["pause_ms"] <= q["pause_ms"] / 3
+            qr = qemu_ck.get(str(pages))
+            qtext = "" if qr is None else (
+                f"{_ms(qr['pause_ms'])} ({qc.get('qemu_version', 'QEMU').split('(')[0].strip()}"
+                f", STOP→RESUME, guest writing {pages:,} pages round robin, "
+                f"{qr['passes_per_epoch']:.1f} passes/epoch)")
             rows.append(Row("COLO", f"primary pause, {pages:,} pages/epoch "
                             f"({p['dirty_pages_median']:,.0f} measured), pipelined",
-                            _ms(p["pause_ms"]), limit, ok=ok, headline=True))
+                            _ms(p["pause_ms"]), limit, qemu=qtext, ok=ok, headline=True))
             if "stop_ms" in p:
                 rows.append(Row("COLO", f"stop request → vCPU out of guest mode, {pages:,} "
                                 "pages/epoch, pipelined (guest still running; not in the "

@@ -7,7 +7,9 @@ with ``--json`` so its figures are collected exactly as it printed them:
   ``qemu-system-x86_64`` is installed, the same client code against a QEMU started here;
 - ``bench/machine.py``: pause/resume, dirty-log harvest, output and dirty rates;
 - ``bench/migration.py``: precopy vs. the socket and memcpy limits (and QEMU);
-- ``bench/colo.py``: checkpoint pause/round trip, output release latency, failover.
+- ``bench/colo.py``: checkpoint pause/round trip, output release latency, failover;
+- ``bench/qemu_colo.py`` (with QEMU): QEMU's own COLO checkpoint pause for the same dirty
+  set sizes, from its STOP/RESUME events.
 
 It writes ``bench/results/<YYYY-MM-DD>.json`` (every figure, each script's output, the
 machine), ``<date>.md`` (each figure next to its limit or target and QEMU's figure from the
@@ -46,6 +48,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "machine": ([], ["--quick"]),
     "migration": ([], ["--quick"]),
     "colo": ([], ["--quick"]),
+    "qemu_colo": ([], ["--quick"]),  # only with QEMU (not --no-qemu)
 }
 
 
@@ -211,6 +214,8 @@ def run_all(quick: bool, only: list[str], qemu: bool, timeout: float) -> dict[st
         if only and name not in only:
             continue
         args = quick_args if quick else normal
+        if name == "qemu_colo" and not (qemu and shutil.which("qemu-system-x86_64")):
+            continue
         results["runs"][name] = run_script(name, args, timeout)
         if name == "qmp_throughput" and qemu:
             q = run_qmp_against_qemu(args, timeout)
