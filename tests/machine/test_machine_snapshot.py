@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from qmpd.machine import Machine
 from qmpd.machine.guest_check import verify_stream
 from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
 from qmpd.machine.vmctl import VmControl
@@ -103,15 +104,21 @@ def test_snapshot_of_a_paused_machine_stays_paused(make_machine: MachineFactory)
     assert state == m.save_state()
 
 
+def _running_vm(m: Machine) -> tuple[VmControl, RunStateHolder, list[str]]:
+    """A VmControl over ``m``, started; the names of the events it emits."""
+    events: list[str] = []
+    runstate = RunStateHolder()
+    vm = VmControl(m, runstate, lambda name, data: events.append(name))
+    vm.start()
+    return vm, runstate, events
+
+
 @pytest.mark.parametrize("resume", [True, False])
 def test_vmcontrol_checkpoint_reports_a_stop_then_a_start(
         make_machine: MachineFactory, resume: bool) -> None:
     """Run states and events are those of vm_stop(colo) followed (resume) by vm_start."""
     m = make_machine(pace=20000)
-    events: list[str] = []
-    runstate = RunStateHolder()
-    vm = VmControl(m, runstate, lambda name, data: events.append(name))
-    vm.start()
+    vm, runstate, events = _running_vm(m)
     seen: list[str] = []
 
     def fn(state: bytes, dirty: np.ndarray) -> int:
@@ -129,10 +136,7 @@ def test_vmcontrol_checkpoint_reports_a_stop_then_a_start(
 def test_vmcontrol_checkpoint_refused_by_the_run_state_table_changes_nothing(
         make_machine: MachineFactory) -> None:
     m = make_machine(pace=20000)
-    events: list[str] = []
-    runstate = RunStateHolder()
-    vm = VmControl(m, runstate, lambda name, data: events.append(name))
-    vm.start()
+    vm, runstate, events = _running_vm(m)
     called: list[int] = []
     with pytest.raises(RunStateError):
         vm.checkpoint(RunState.PRELAUNCH, lambda s, d: called.append(1), resume=True)
