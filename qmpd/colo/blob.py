@@ -117,8 +117,8 @@ class Staging:
         if n:
             page_view = np.frombuffer(buf, dtype=np.uint8, count=n * PAGE_SIZE,
                                       offset=off).reshape(n, PAGE_SIZE)
-            np.take(pages, index.astype(np.intp, copy=False), axis=0, out=page_view,
-                    mode="clip")
+            rows = index.view(np.intp) if index.dtype == np.uint64 else index.astype(np.intp)
+            np.take(pages, rows, axis=0, out=page_view, mode="clip")
         off += n * PAGE_SIZE
         buf[off:off + len(state)] = state
         self._body = off + len(state)

@@ -23,7 +23,7 @@ class OutputCommit:
 
     def __init__(self, sink: Callable[[bytes], None]) -> None:
         self._sink = sink
-        self._held: deque[tuple[int, bytes]] = deque()
+        self._held: deque[tuple[int, bytes | bytearray]] = deque()
         self._held_bytes = 0
         self.released_bytes = 0
 
@@ -32,7 +32,7 @@ class OutputCommit:
         """Bytes produced by the guest and not yet released."""
         return self._held_bytes
 
-    def hold(self, epoch: int, data: bytes) -> None:
+    def hold(self, epoch: int, data: bytes | bytearray) -> None:
         """Hold the output ``data`` of ``epoch`` (the checkpoint number ending it)."""
         if data:
             self._held.append((epoch, data))
@@ -41,7 +41,7 @@ class OutputCommit:
     def release_through(self, epoch: int) -> int:
         """Release every held epoch up to and including ``epoch``; return bytes released."""
         total = 0
-        chunks: list[bytes] = []
+        chunks: list[bytes | bytearray] = []
         while self._held and self._held[0][0] <= epoch:
             _, data = self._held.popleft()
             chunks.append(data)

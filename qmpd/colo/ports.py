@@ -25,6 +25,9 @@ class GuestOutputPort(Protocol):
     def drain(self) -> bytes:
         """Take every byte the guest emitted so far."""
 
+    def take(self) -> bytearray:
+        """:meth:`drain` without a copy: the buffer itself."""
+
 
 class ColoMachine(Protocol):
     """The parts of :class:`qmpd.machine.Machine` a checkpoint touches."""

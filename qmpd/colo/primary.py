@@ -157,11 +157,11 @@ class ColoPrimary:
         return merged.astype(np.uint64)
 
     def _capture(self, seq: int, state: bytes,
-                 dirty: npt.NDArray[np.uint64]) -> tuple[bytes, int, int | None]:
+                 dirty: npt.NDArray[np.uint64]) -> tuple[bytearray, int, int | None]:
         """On the vCPU thread, guest paused: take the epoch's output and gather its dirty
         pages and state into the staging buffer. Returns the output, the dirty page count
         and (``hash_ram``, for tests) the crc32 of all of RAM at the pause."""
-        held = self.machine.output.drain()
+        held = self.machine.output.take()
         index = self._merge(dirty)
         self._staging.gather(seq, self.machine.pages, index, state)
         crc = crc32(self.machine.pages.data) if self.hash_ram else None

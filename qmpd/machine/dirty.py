@@ -19,7 +19,7 @@ def decode_bitmap(bitmap: np.ndarray) -> np.ndarray:
     """Sorted uint64 page indices of the set bits of a uint64 bitmap."""
     if bitmap.size <= WHOLE_UNPACK_WORDS:
         every = np.unpackbits(bitmap.view(np.uint8), bitorder="little")
-        return np.flatnonzero(every).astype(np.uint64)
+        return np.flatnonzero(every).view(np.uint64)  # non-negative: a free reinterpretation
     nz = np.flatnonzero(bitmap)
     if nz.size == 0:
         return np.empty(0, dtype=np.uint64)
