@@ -215,10 +215,13 @@ def readme_section(results: dict[str, Any], src: Path, readme: Path) -> str:
         "### All benchmarks: latest run",
         "",
         "`bench/run` runs every benchmark script (`bench/qmp_throughput.py`, "
-        "`bench/machine.py`, `bench/migration.py`, `bench/colo.py`) and writes "
+        "`bench/machine.py`, `bench/migration.py`, `bench/colo.py`, and with QEMU "
+        "`bench/qemu_colo.py`) and writes "
         "`bench/results/<date>.json`, a Markdown table and PNG plots; `bench/run --quick` "
         "takes a few minutes. It installs nothing: for the plots `pip install -e '.[bench]'`"
-        " (matplotlib), for the side-by-side QEMU figures `apt-get install qemu-system-x86`. "
+        " (matplotlib), for the side-by-side QEMU figures `apt-get install qemu-system-x86`"
+        " (QEMU's COLO pause also needs binutils' `as` and `ld`, which come with gcc, to "
+        "build its tiny guest). "
         "`bench/run --update-readme` regenerates this section from the newest results file.",
         "",
         f"Latest: {kind} on {date} ({results.get('started', '?')}), commit "
