@@ -52,6 +52,7 @@ def _median(xs: list[float]) -> float:
 
 def data_path_floor(pages: int, guest_pages: int = 65536, reps: int = 5) -> dict[str, float]:
     """Measure gather, send+receive and apply for ``pages`` dirty pages (ms, medians)."""
+    guest_pages = max(guest_pages, 2 * pages)
     rng = np.random.default_rng(0)
     ram = np.ones((guest_pages, PAGE), dtype=np.uint8)
     dst = np.zeros_like(ram)
