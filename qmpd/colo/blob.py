@@ -85,7 +85,8 @@ class Staging:
     def __init__(self, initial_pages: int = 1024) -> None:
         self._buf = AlignedBuffer(0)
         self._body = 0
-        self._grow(initial_pages, 0)
+        self._seq = self._n = 0
+        self._grow(initial_pages, STATE_LIMIT)
 
     def _grow(self, pages: int, state_len: int) -> None:
         need = blob_size(pages, state_len)
@@ -95,21 +96,23 @@ class Staging:
 
     def build(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
               state: bytes) -> memoryview:
-        """Gather and seal in one go (see :meth:`gather` and :meth:`seal`)."""
-        self.gather(seq, pages, index, state)
+        """Gather, add the state and seal in one go (see the three steps)."""
+        self.gather(seq, pages, index)
+        self.add_state(state)
         return self.seal()
 
-    def gather(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
-               state: bytes) -> None:
-        """Copy ``pages[index]`` and ``state`` into the buffer (the guest must be stopped).
+    def gather(self, seq: int, pages: npt.NDArray[np.uint8],
+               index: npt.NDArray[np.uint64]) -> None:
+        """Copy ``pages[index]`` into the buffer (the guest must be stopped).
 
         ``pages`` is the guest RAM as an (npages, 4096) view. This is the only part of a
-        checkpoint that needs the guest stopped; :meth:`seal` may run after it resumed.
+        checkpoint that needs the guest stopped; :meth:`add_state` and :meth:`seal` may
+        run after it resumed.
         """
         n = int(index.size)
-        self._grow(n, len(state))
+        self._grow(n, STATE_LIMIT)
         buf = self._buf.mm
-        HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, seq, n, len(state))
+        self._seq, self._n = seq, n
         idx_view = np.frombuffer(buf, dtype="<u8", count=n, offset=HEADER.size)
         idx_view[:] = index
         off = pages_offset(n)
@@ -119,14 +122,21 @@ class Staging:
                                       offset=off).reshape(n, PAGE_SIZE)
             rows = index.view(np.intp) if index.dtype == np.uint64 else index.astype(np.intp)
             np.take(pages, rows, axis=0, out=page_view, mode="clip")
-        off += n * PAGE_SIZE
+        self._body = off + n * PAGE_SIZE
+
+    def add_state(self, state: bytes) -> None:
+        """Append the machine state (saved at the same pause) and write the header."""
+        if len(state) > STATE_LIMIT:
+            raise ValueError(f"machine state of {len(state)} bytes is over {STATE_LIMIT}")
+        buf = self._buf.mm
+        off = pages_offset(self._n) + self._n * PAGE_SIZE
         buf[off:off + len(state)] = state
+        HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, self._seq, self._n, len(state))
         self._body = off + len(state)
 
     def seal(self) -> memoryview:
-        """Append the checksum to what :meth:`gather` copied; return the payload.
-
-        The returned view stays valid until the next :meth:`gather`.
+        """Append the checksum to what :meth:`gather` and :meth:`add_state` wrote; return
+        the payload. The returned view stays valid until the next :meth:`gather`.
         """
         body = self._body
         mv = memoryview(self._buf.mm)

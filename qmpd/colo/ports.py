@@ -71,11 +71,12 @@ class VmPort(Protocol):
         """Stop the VM into ``state``."""
 
     def checkpoint(self, state: RunState,
-                   fn: Callable[[bytes, npt.NDArray[np.uint64]], T],
-                   resume: bool) -> tuple[T, PauseTimes]:
-        """Stop into ``state``; call ``fn(state_blob, dirty_pages)`` on the paused machine
-        (on its vCPU thread); with ``resume`` start again; all in one vCPU round trip.
-        Returns ``fn``'s result and when the guest stopped and went on."""
+                   fn: Callable[[npt.NDArray[np.uint64]], T],
+                   resume: bool) -> tuple[T, bytes, PauseTimes]:
+        """Stop into ``state``; call ``fn(dirty_pages)`` on the paused machine (on its vCPU
+        thread) while its state is saved; with ``resume`` start again; all in one vCPU
+        round trip. Returns ``fn``'s result, the state blob and when the guest stopped
+        and went on."""
 
     def start(self) -> None:
         """Start the VM."""

@@ -156,14 +156,15 @@ class ColoPrimary:
         self._acc_count = 0
         return merged.astype(np.uint64)
 
-    def _capture(self, seq: int, state: bytes,
+    def _capture(self, seq: int,
                  dirty: npt.NDArray[np.uint64]) -> tuple[bytearray, int, int | None]:
-        """On the vCPU thread, guest paused: take the epoch's output and gather its dirty
-        pages and state into the staging buffer. Returns the output, the dirty page count
-        and (``hash_ram``, for tests) the crc32 of all of RAM at the pause."""
+        """On the vCPU thread, guest paused (its state is being saved meanwhile): take the
+        epoch's output and gather its dirty pages into the staging buffer. Returns the
+        output, the dirty page count and (``hash_ram``, for tests) the crc32 of all of RAM
+        at the pause."""
         held = self.machine.output.take()
         index = self._merge(dirty)
-        self._staging.gather(seq, self.machine.pages, index, state)
+        self._staging.gather(seq, self.machine.pages, index)
         crc = crc32(self.machine.pages.data) if self.hash_ram else None
         return held, int(index.size), crc
 
@@ -178,15 +179,15 @@ class ColoPrimary:
         pipelined = self.pipelined()
         # One vCPU round trip: stop, drain, save, harvest, gather, and (pipelined) run
         # again; the guest never waits for this thread.
-        (held, dirty_pages, crc), times = self.vm.checkpoint(
-            RunState.COLO, lambda state, dirty: self._capture(seq, state, dirty),
-            resume=pipelined)
+        (held, dirty_pages, crc), state, times = self.vm.checkpoint(
+            RunState.COLO, lambda dirty: self._capture(seq, dirty), resume=pipelined)
         # The guest runs until the vCPU leaves guest mode (the kick takes a while); it
         # is stopped from then until it is let go.
         t_stopped = max(t_paused, times.stopped)
         t_resumed = times.resumed
         self.commit.hold(seq, held)
         first_output = self.pump.take_first_held_time()
+        self._staging.add_state(state)
         blob = self._staging.seal()
         faults.kill_if_due("kill-paused", seq)
         self.chan.write(msg.encode(ColoMessage.VMSTATE_SEND))

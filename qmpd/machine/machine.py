@@ -207,28 +207,30 @@ class Machine:
         """
         return cast(bytes, self._vcpu.request(Req.CALL, self._encode_state))
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
-                 resume: bool) -> tuple[T, PauseTimes]:
+    def snapshot(self, fn: Callable[[np.ndarray], T],
+                 resume: bool) -> tuple[T, bytes, PauseTimes]:
         """A checkpoint's pause in one round trip to the vCPU thread: pause, drain the
-        output ring, save the state, harvest the dirty log (empty when not logging), call
-        ``fn(state_blob, dirty_pages)`` there, and with ``resume`` let a vCPU that was
-        running go on at once, without waiting for this thread.
+        output ring, then at the same time harvest the dirty log (empty when not
+        logging) and call ``fn(dirty_pages)`` on the vCPU thread while this thread saves
+        the vCPU and device state; with ``resume`` the vCPU then lets the guest go on
+        without waiting for this thread.
 
-        ``fn`` runs on the vCPU thread while this thread waits; it may read ``pages`` and
-        ``output``. Returns its result and when the guest stopped and went on.
+        ``fn`` may read ``pages`` and ``output``. Returns its result, the state blob and
+        when the guest stopped and went on.
 
         :raise VcpuTimeoutError: no answer within the request timeout.
         """
         def on_vcpu() -> T:
-            blob = self._encode_state()
-            dirty = self._harvest() if self._dirty_logging else _NO_PAGES
-            return fn(blob, dirty)
+            return fn(self._harvest() if self._dirty_logging else _NO_PAGES)
 
-        result, times = self._vcpu.snapshot(on_vcpu, resume)
-        return cast(T, result), times
+        # The vCPU is out of guest mode and its thread busy with fn: no run, no register
+        # access there until this returns (TCG too: the emulator is not running).
+        result, blob, times = self._vcpu.snapshot(on_vcpu, resume, self._encode_state)
+        return cast(T, result), cast(bytes, blob), times
 
     def _encode_state(self) -> bytes:
-        """On the vCPU thread, paused: the state blob."""
+        """The state blob; the vCPU out of guest mode (on its thread, or on the caller's
+        while the vCPU thread works on a snapshot's memory side)."""
         self._accel.save_into(self._writer)
         return self._writer.finish(self.mem_bytes, self._config, self._ring.cons)
 

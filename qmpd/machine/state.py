@@ -77,8 +77,8 @@ class MachineState:
 class StateWriter:
     """The one encoder: a preallocated blob whose CPU parts are ctypes structs laid over
     its bytes, so that KVM's GET ioctls write straight into it (a checkpoint's save is a
-    handful of ioctls and one copy, no per-part objects). One per machine, used on its
-    vCPU thread only.
+    handful of ioctls and one copy, no per-part objects). One per machine, used by one
+    thread at a time.
     """
 
     def __init__(self) -> None:

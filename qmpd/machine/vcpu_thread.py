@@ -93,6 +93,13 @@ class _Request:
     result: object = None
     error: BaseException | None = None
     times: PauseTimes | None = None
+    #: Run by the requesting thread once the vCPU is out of guest mode, while ``fn``
+    #: runs on the vCPU thread; the vCPU does not run the guest again before it is done.
+    alongside: Callable[[], object] | None = None
+    out_of_guest: threading.Event = field(default_factory=threading.Event)
+    alongside_done: threading.Event = field(default_factory=threading.Event)
+    alongside_result: object = None
+    alongside_error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -145,16 +152,21 @@ class VcpuThread:
         return self._send(_Request(kind, fn, clears_fault), timeout).result
 
     def snapshot(self, fn: Callable[[], object], resume: bool,
-                 timeout: float = REQUEST_TIMEOUT) -> tuple[object, PauseTimes]:
+                 alongside: Callable[[], object] | None = None,
+                 timeout: float = REQUEST_TIMEOUT) -> tuple[object, object, PauseTimes]:
         """Pause, run ``fn`` on the vCPU thread and, with ``resume``, let a vCPU that was
-        running go on, in one round trip. Returns ``fn``'s result and when the guest
-        stopped and went on (see :class:`PauseTimes`).
+        running go on, in one round trip. ``alongside``, if given, runs on this thread
+        at the same time, once the vCPU is out of guest mode (e.g. reading its registers
+        while the vCPU thread copies memory); the guest is not run again before it ends.
+        Returns both results and when the guest stopped and went on (see
+        :class:`PauseTimes`).
 
         :raise VcpuTimeoutError: no answer within ``timeout`` s.
         """
-        req = self._send(_Request(Req.SNAPSHOT if resume else Req.PAUSE, fn), timeout)
+        req = _Request(Req.SNAPSHOT if resume else Req.PAUSE, fn, alongside=alongside)
+        self._send(req, timeout)
         assert req.times is not None
-        return req.result, req.times
+        return req.result, req.alongside_result, req.times
 
     def _send(self, req: _Request, timeout: float) -> _Request:
         kind = req.kind
@@ -167,10 +179,12 @@ class VcpuThread:
         # Only a running vCPU needs a kick (a paused one is waiting on the queue; only the
         # vCPU thread itself leaves RUNNING, and it then looks at the queue anyway).
         kick = self._state is VcpuRunState.RUNNING
+        first = req.out_of_guest if req.alongside is not None else req.done
         while True:
             if kick:
                 self.cpu.kick(self._thread.ident)
-            if req.done.wait(min(KICK_INTERVAL, max(0.0, deadline - time.monotonic()))):
+            if first.wait(min(KICK_INTERVAL, max(0.0, deadline - time.monotonic()))) \
+                    or req.done.is_set():
                 break
             if time.monotonic() >= deadline:
                 raise VcpuTimeoutError(
@@ -178,8 +192,21 @@ class VcpuThread:
             # Re-kick while waiting: a kick can land just before the CPU enters guest
             # mode (TCG has no immediate_exit); a repeated kick is harmless.
             kick = True
+        if req.alongside is not None:
+            try:
+                if req.out_of_guest.is_set():
+                    req.alongside_result = req.alongside()
+            except BaseException as err:  # reported once the vCPU has answered
+                req.alongside_error = err
+            finally:
+                req.alongside_done.set()
+            if not req.done.wait(max(0.0, deadline - time.monotonic())):
+                raise VcpuTimeoutError(
+                    f"vCPU did not answer '{kind.value}' within {timeout:g}s")
         if req.error is not None:
             raise req.error
+        if req.alongside_error is not None:
+            raise req.alongside_error
         return req
 
     def join(self, timeout: float) -> bool:
@@ -230,10 +257,13 @@ class VcpuThread:
             if state is VcpuRunState.RUNNING:
                 self._set_state(VcpuRunState.PAUSED)
             self.ring.drain(force=True)  # pause hands over everything, cap or not
+            req.out_of_guest.set()
             try:
                 # e.g. save the state (and gather a checkpoint) in the same round trip
                 return req.fn() if req.fn is not None else None
             finally:
+                if req.alongside is not None:
+                    req.alongside_done.wait(REQUEST_TIMEOUT)
                 # A snapshot runs again even if fn failed: the caller decides what to do,
                 # the guest is not left stopped behind its back.
                 if req.kind is Req.SNAPSHOT and state is VcpuRunState.RUNNING:

@@ -42,9 +42,10 @@ class Pausable(Protocol):
     def save_state(self) -> bytes:
         """The state blob of a paused machine."""
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
-                 resume: bool) -> tuple[T, PauseTimes]:
-        """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked."""
+    def snapshot(self, fn: Callable[[np.ndarray], T],
+                 resume: bool) -> tuple[T, bytes, PauseTimes]:
+        """Pause; ``fn(dirty_pages)`` on the vCPU thread while the state is saved; resume
+        if asked."""
 
 
 class VmControl:
@@ -75,13 +76,14 @@ class VmControl:
         else:
             self.runstate.set(state)
 
-    def checkpoint(self, state: RunState, fn: Callable[[bytes, np.ndarray], T],
-                   resume: bool) -> tuple[T, PauseTimes]:
-        """Stop into ``state``, call ``fn(state_blob, dirty_pages)`` on the paused machine
-        and, with ``resume``, start it again, in one round trip to the vCPU (see
-        ``Machine.snapshot``). Run state and events are those of :meth:`stop` followed
-        (with ``resume``) by :meth:`start`. Returns ``fn``'s result and when the guest
-        stopped and went on (without ``resume``: when ``fn`` ended).
+    def checkpoint(self, state: RunState, fn: Callable[[np.ndarray], T],
+                   resume: bool) -> tuple[T, bytes, PauseTimes]:
+        """Stop into ``state``, call ``fn(dirty_pages)`` on the paused machine while its
+        state is saved and, with ``resume``, start it again, in one round trip to the
+        vCPU (see ``Machine.snapshot``). Run state and events are those of :meth:`stop`
+        followed (with ``resume``) by :meth:`start`. Returns ``fn``'s result, the state
+        blob and when the guest stopped and went on (without ``resume``: when ``fn``
+        ended).
 
         :raise RunStateError: if the run-state table forbids it; nothing changes then.
         """
@@ -89,14 +91,14 @@ class VmControl:
         was_running = self.runstate.is_running
         if was_running:
             self.runstate.check(state)
-        result, times = self.machine.snapshot(fn, resume and was_running)
+        result, blob, times = self.machine.snapshot(fn, resume and was_running)
         self.runstate.set(state)
         if was_running:
             self._emit("STOP", None)
             if resume:
                 self._emit("RESUME", None)
                 self.runstate.set(RunState.RUNNING)
-        return result, times
+        return result, blob, times
 
     def start(self) -> None:
         """Start the VM (QEMU's ``vm_start``); a no-op when it is already running.

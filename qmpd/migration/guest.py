@@ -55,10 +55,10 @@ class MigratableMachine(Protocol):
     def load_state(self, blob: bytes) -> None:
         """Validate, then apply a state blob (paused only); changes nothing on error."""
 
-    def snapshot(self, fn: Callable[[bytes, np.ndarray], T],
-                 resume: bool) -> tuple[T, PauseTimes]:
-        """Pause, call ``fn(state, dirty_pages)`` on the vCPU thread, resume if asked
-        (what ``VmControl`` needs; migration itself does not call it)."""
+    def snapshot(self, fn: Callable[[np.ndarray], T],
+                 resume: bool) -> tuple[T, bytes, PauseTimes]:
+        """Pause; ``fn(dirty_pages)`` on the vCPU thread while the state is saved; resume
+        if asked (what ``VmControl`` needs; migration itself does not call it)."""
 
 
 _PRESENT = np.uint64(1 << 63)

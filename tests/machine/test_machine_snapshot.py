@@ -1,10 +1,10 @@
 """Machine.snapshot: a checkpoint's pause in one vCPU round trip.
 
-``snapshot(fn, resume)`` stops the vCPU, drains the output ring, saves the state, harvests
-the dirty log and calls ``fn(state, dirty)`` on the vCPU thread; with ``resume`` a running
-guest goes on without waiting for the caller. What ``fn`` sees must be a consistent cut:
-RAM, state and output of one instant, so that a fresh machine built from it continues the
-output stream exactly.
+``snapshot(fn, resume)`` stops the vCPU, drains the output ring, then harvests the dirty
+log and calls ``fn(dirty)`` on the vCPU thread while the caller's thread saves the state;
+with ``resume`` a running guest goes on without waiting for the caller. What ``fn`` sees
+and the state must be a consistent cut: RAM, state and output of one instant, so that a
+fresh machine built from it continues the output stream exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from qmpd.machine import Machine
 from qmpd.machine.guest_check import verify_stream
 from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
+from qmpd.machine.state import BLOB_SIZE
 from qmpd.machine.vmctl import VmControl
 
 from .conftest import MachineFactory, read_records
@@ -32,10 +33,10 @@ def test_snapshot_is_a_consistent_cut_and_the_guest_goes_on(
     time.sleep(0.02)
     t_called = time.perf_counter()
 
-    def cut(state: bytes, dirty: np.ndarray) -> tuple[bytes, np.ndarray, bytes]:
-        return state, src.pages.copy(), src.output.drain()
+    def cut(dirty: np.ndarray) -> tuple[np.ndarray, bytes]:
+        return src.pages.copy(), src.output.drain()
 
-    (state, ram, out), times = src.snapshot(cut, resume=True)
+    (ram, out), state, times = src.snapshot(cut, resume=True)
     # The guest left guest mode at most a kick's latency after the call (or had already
     # left it, draining output), and was let go after that.
     assert times.stopped < times.resumed <= time.perf_counter()
@@ -61,12 +62,12 @@ def test_snapshot_harvests_every_page_written_since_the_last_harvest(
     m.resume()
     time.sleep(0.02)
 
-    def copy(state: bytes, dirty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def copy(dirty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return m.pages.copy(), dirty.copy()
 
-    (first, _), _ = m.snapshot(copy, resume=True)
+    (first, _), _, _ = m.snapshot(copy, resume=True)
     time.sleep(0.05)
-    (second, dirty), _ = m.snapshot(copy, resume=False)
+    (second, dirty), _, _ = m.snapshot(copy, resume=False)
     assert not m.running
     changed = np.flatnonzero((first != second).any(axis=1))
     assert changed.size > 0
@@ -77,7 +78,7 @@ def test_snapshot_without_dirty_logging_reports_no_pages(
         make_machine: MachineFactory) -> None:
     m = make_machine(pace=20000)
     m.resume()
-    (n, kind), _ = m.snapshot(lambda state, dirty: (dirty.size, dirty.dtype), resume=True)
+    (n, kind), _, _ = m.snapshot(lambda dirty: (dirty.size, dirty.dtype), resume=True)
     assert (n, kind) == (0, np.uint64)
     assert m.running
 
@@ -88,7 +89,7 @@ def test_an_error_in_fn_reaches_the_caller_and_the_run_state_is_as_asked(
     m = make_machine(pace=20000)
     m.resume()
 
-    def boom(state: bytes, dirty: np.ndarray) -> None:
+    def boom(dirty: np.ndarray) -> None:
         raise ValueError("gather failed")
 
     with pytest.raises(ValueError, match=r"^gather failed$"):
@@ -99,7 +100,7 @@ def test_an_error_in_fn_reaches_the_caller_and_the_run_state_is_as_asked(
 def test_snapshot_of_a_paused_machine_stays_paused(make_machine: MachineFactory) -> None:
     m = make_machine(pace=20000)
     read_records(m, 10)
-    state, _ = m.snapshot(lambda state, dirty: state, resume=True)
+    _, state, _ = m.snapshot(lambda dirty: None, resume=True)
     assert not m.running
     assert state == m.save_state()
 
@@ -121,11 +122,12 @@ def test_vmcontrol_checkpoint_reports_a_stop_then_a_start(
     vm, runstate, events = _running_vm(m)
     seen: list[str] = []
 
-    def fn(state: bytes, dirty: np.ndarray) -> int:
+    def fn(dirty: np.ndarray) -> int:
         seen.append(runstate.state.value)  # still 'running' while the vCPU thread works
         return 7
 
-    result, _ = vm.checkpoint(RunState.COLO, fn, resume=resume)
+    result, state, _ = vm.checkpoint(RunState.COLO, fn, resume=resume)
+    assert len(state) == BLOB_SIZE
     assert result == 7
     assert seen == ["running"]
     assert events == (["RESUME", "STOP", "RESUME"] if resume else ["RESUME", "STOP"])
@@ -139,6 +141,31 @@ def test_vmcontrol_checkpoint_refused_by_the_run_state_table_changes_nothing(
     vm, runstate, events = _running_vm(m)
     called: list[int] = []
     with pytest.raises(RunStateError):
-        vm.checkpoint(RunState.PRELAUNCH, lambda s, d: called.append(1), resume=True)
+        vm.checkpoint(RunState.PRELAUNCH, lambda d: called.append(1), resume=True)
     assert called == [] and events == ["RESUME"]
     assert runstate.state is RunState.RUNNING and m.running
+
+
+def test_the_state_saved_alongside_is_the_one_at_the_cut(make_machine: MachineFactory) -> None:
+    """The state is saved on the caller's thread while fn runs on the vCPU thread: it is
+    the state of the same instant (save_state of the machine still paused agrees)."""
+    m = make_machine(pace=20000)
+    m.resume()
+    time.sleep(0.02)
+    _, state, _ = m.snapshot(lambda dirty: None, resume=False)
+    assert state == m.save_state()
+
+
+def test_an_error_in_the_state_save_reaches_the_caller_after_the_vcpu_answered(
+        make_machine: MachineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = make_machine(pace=20000)
+    m.resume()
+
+    def broken() -> bytes:
+        raise OSError("KVM_GET_REGS failed")
+
+    monkeypatch.setattr(m, "_encode_state", broken)
+    ran: list[int] = []
+    with pytest.raises(OSError, match=r"^KVM_GET_REGS failed$"):
+        m.snapshot(lambda dirty: ran.append(1), resume=True)
+    assert ran == [1] and m.running  # the vCPU side ran and the guest went on
