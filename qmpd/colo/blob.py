@@ -46,6 +46,9 @@ HEADER = struct.Struct("<8sIIQQQ")
 TRAILER = struct.Struct("<I")
 #: Largest machine-state blob accepted.
 STATE_LIMIT = 1 << 20
+#: Most of the staging buffer worth warming before a pause (more than the last-level
+#: cache holds is evicted again before it is used).
+WARM_LIMIT = 8 << 20
 
 
 def pages_offset(n: int) -> int:
@@ -93,6 +96,15 @@ class Staging:
         if len(self._buf) < need:
             # Round up generously so steady state never reallocates.
             self._buf = AlignedBuffer(max(need, 2 * len(self._buf)))
+
+    def warm(self, nbytes: int) -> None:
+        """Read one byte per cache line of the first ``nbytes`` of the buffer (at most
+        :data:`WARM_LIMIT`), so that the next gather writes into lines already in the
+        shared cache rather than in memory. Called shortly before a pause, the guest
+        running; it changes nothing."""
+        n = min(nbytes, WARM_LIMIT, len(self._buf))
+        if n > 0:
+            np.frombuffer(self._buf.mm, dtype=np.uint8, count=n)[::64].sum()
 
     def build(self, seq: int, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.uint64],
               state: bytes) -> memoryview:

@@ -139,3 +139,11 @@ def test_random_bytes_never_parse_into_something_out_of_bounds(raw: bytes) -> No
     except ColoProtocolError:
         return
     assert ckpt.index.size == 0 or int(ckpt.index.max()) < NPAGES
+
+
+def test_warming_the_buffer_changes_nothing() -> None:
+    staging = Staging(initial_pages=4)
+    first = bytes(staging.build(1, _ram(), np.array([1, 2], dtype=np.uint64), b"s"))
+    for nbytes in (0, 100, len(first), 1 << 40):
+        staging.warm(nbytes)
+    assert bytes(staging.seal()) == first
