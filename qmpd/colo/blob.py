@@ -1,7 +1,7 @@
 """One COLO checkpoint's payload: the bytes that follow ``vmstate-size``.
 
-Fixed little-endian layout, version 2, one encoder (:meth:`Staging.gather` +
-:meth:`Staging.seal`) and one decoder (:func:`parse`)::
+Fixed little-endian layout, version 2, one encoder (:class:`Staging`: ``gather`` while
+the guest is stopped, then ``add_state`` and ``seal``) and one decoder (:func:`parse`)::
 
     offset  size       field
     0       8          magic  b"QMPDCKP\0"

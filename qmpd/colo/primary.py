@@ -187,7 +187,7 @@ class ColoPrimary:
         faults.kill_if_due("kill-idle", seq)
         if self.failover.pending():
             return
-        t_start = t_paused = time.perf_counter()
+        t_start = time.perf_counter()
         pipelined = self.pipelined()
         # One vCPU round trip: stop, drain, save, harvest, gather, and (pipelined) run
         # again; the guest never waits for this thread.
@@ -195,7 +195,7 @@ class ColoPrimary:
             RunState.COLO, lambda dirty: self._capture(seq, dirty), resume=pipelined)
         # The guest runs until the vCPU leaves guest mode (the kick takes a while); it
         # is stopped from then until it is let go.
-        t_stopped = max(t_paused, times.stopped)
+        t_stopped = max(t_start, times.stopped)
         t_resumed = times.resumed
         self.commit.hold(seq, held)
         first_output = self.pump.take_first_held_time()
@@ -229,7 +229,7 @@ class ColoPrimary:
         await msg.expect_message(self.chan, ColoMessage.CHECKPOINT_REPLY)
         self.stats.add(CheckpointRecord(
             seq=seq, dirty_pages=dirty_pages, blob_bytes=len(blob),
-            pause_ms=(t_resumed - t_stopped) * 1000, stop_ms=(t_stopped - t_paused) * 1000,
+            pause_ms=(t_resumed - t_stopped) * 1000, stop_ms=(t_stopped - t_start) * 1000,
             round_trip_ms=(t_end - t_start) * 1000,
             ram_crc=crc,
             release_latency_ms=None if first_output is None

@@ -91,6 +91,7 @@ class Machine:
         self._reset_dirty = False
         #: Pages the VMM itself changed while logging (reported by the next harvest).
         self._vmm_dirty: set[int] = set()
+        #: The guest's config words (fixed for the machine's life; part of its state).
         self._config = tuple(layout.config_words(config.guest))
         self._writer = state.StateWriter()
         try:
@@ -239,7 +240,7 @@ class Machine:
 
         :raise MachineStateError: bad blob, wrong machine, or the machine is running.
         """
-        st = state.decode(blob, self.mem_bytes, self._config_words())
+        st = state.decode(blob, self.mem_bytes, self._config)
         if self.running:
             raise MachineStateError("load_state needs a paused machine")
 
@@ -284,9 +285,6 @@ class Machine:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _config_words(self) -> tuple[int, ...]:
-        return self._config
-
     def _boot_image(self) -> None:
         layout.write_boot_image(self._ram.flat, self.mem_bytes, self.config.guest, self._image)
         self._ring.set_cons(0)
