@@ -5,7 +5,7 @@ its compiled visitors and returns with its pydantic adapters; ``query-qmp-schema
 ``query-commands`` are derived from it; the event bus validates event data; tests run
 every example in it.
 
-File format (``schema.json`` at the repository root)::
+File format (``qmpd/schema/schema.json``, shipped as package data)::
 
     {"qmpd-schema": 1, "doc": "...", "definitions": [ENTRY, ...]}
 

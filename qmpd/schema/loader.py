@@ -24,8 +24,8 @@ BUILTINS: dict[str, str] = {
 
 KINDS = ("command", "event", "struct", "enum", "union", "alternate")
 
-#: The path of the schema shipped with the package checkout.
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "schema.json"
+#: The schema shipped inside the package (package data, so a wheel carries it).
+DEFAULT_SCHEMA = Path(__file__).resolve().with_name("schema.json")
 
 
 class SchemaError(QmpdError):

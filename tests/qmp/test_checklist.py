@@ -204,7 +204,7 @@ def test_14_event_format(own_daemon: Qmpd) -> None:
 
 def test_15_query_commands_lists_every_command(raw: Raw) -> None:
     names = [c["name"] for c in raw.cmd({"execute": "query-commands"})["return"]]
-    schema = json.loads((REPO / "schema.json").read_text())
+    schema = json.loads((REPO / "qmpd/schema/schema.json").read_text())
     expected = [d["command"] for d in schema["definitions"] if "command" in d]
     assert sorted(names) == sorted(expected)
     assert all(isinstance(n, str) for n in names)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from qmp_helpers import REPO, Qmpd, Raw, start_qmpd
 
-SCHEMA = json.loads((REPO / "schema.json").read_text())
+SCHEMA = json.loads((REPO / "qmpd/schema/schema.json").read_text())
 COMMANDS = [d for d in SCHEMA["definitions"] if "command" in d]
 ORDERED = sorted(COMMANDS, key=lambda d: d["command"] == "quit")
 
