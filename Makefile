@@ -23,7 +23,7 @@ test: $(STAMP) lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m qmpd.demo
+	$(BIN)/python -m qmpd.testing.demo
 
 bench: $(STAMP)
 	$(BIN)/python bench/qmp_throughput.py

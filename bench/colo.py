@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from qmpd.harness import QmpdProcess, SerialReader, start_colo_pair, workdir
+from qmpd.testing.harness import QmpdProcess, SerialReader, start_colo_pair, workdir
 
 PAGE = 4096
 ACCEL = ["-accel", "kvm" if os.path.exists("/dev/kvm") else "tcg"]

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from qmpd.harness import check_stream, joined_stream, start_colo_pair, workdir
+from qmpd.testing.harness import check_stream, joined_stream, start_colo_pair, workdir
 
 GUEST = "counter,wss=16M,dirty=256,pace=20000,batch=8"
 ACCEL = "kvm" if os.path.exists("/dev/kvm") else "tcg"

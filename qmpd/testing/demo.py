@@ -1,4 +1,4 @@
-"""``python -m qmpd.demo`` (``make demo``): a COLO pair on localhost survives losing its primary.
+"""``make demo`` (``python -m qmpd.testing.demo``): a COLO pair survives losing its primary.
 
 What it does, printing each step:
 
@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from qmpd.harness import check_stream, joined_stream, start_colo_pair, workdir
+from qmpd.testing.harness import check_stream, joined_stream, start_colo_pair, workdir
 
 GUEST = "counter,wss=16M,dirty=64,pace=20000"
 DELAY_MS = 100
@@ -120,7 +120,7 @@ async def demo() -> int:
 
 
 def main() -> int:
-    """Entry point of ``python -m qmpd.demo``."""
+    """Entry point of ``python -m qmpd.testing.demo``."""
     return asyncio.run(demo())
 
 

@@ -1,8 +1,8 @@
 """Client-side helpers: run qmpd processes, drive them over QMP, read their serial output.
 
-Used by the demo (:mod:`qmpd.demo`), the end-to-end tests and the benchmarks, so that
-all three start and observe a COLO pair the same way. Nothing here is imported by the
-daemon itself.
+Used by the demo (:mod:`qmpd.testing.demo`), the end-to-end tests and the benchmarks, so
+that all three start and observe a COLO pair the same way. Nothing here is imported by
+the daemon itself.
 
 A :class:`SerialReader` is the "outside observer": it connects to a guest's serial
 UNIX socket and keeps every byte it receives, in order. :func:`joined_stream` glues

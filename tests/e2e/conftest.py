@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpd.harness import ColoPair, start_colo_pair, workdir
+from qmpd.testing.harness import ColoPair, start_colo_pair, workdir
 
 #: Accelerators to run the end-to-end tests on: KVM where /dev/kvm exists, and tcg.
 ACCELS = ["kvm", "tcg"] if os.path.exists("/dev/kvm") else ["tcg"]

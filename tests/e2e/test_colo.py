@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError
 
-from qmpd.harness import ColoPair, QmpdProcess, check_stream, joined_stream, start_colo_pair
+from qmpd.testing.harness import ColoPair, QmpdProcess, check_stream, joined_stream, start_colo_pair
 
 from .conftest import ACCELS
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpd.harness import ColoPair, check_stream, joined_stream, start_colo_pair
+from qmpd.testing.harness import ColoPair, check_stream, joined_stream, start_colo_pair
 
 from .conftest import ACCELS
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpd.harness import QmpdProcess, SerialReader, check_stream
+from qmpd.testing.harness import QmpdProcess, SerialReader, check_stream
 
 from .conftest import ACCELS
 

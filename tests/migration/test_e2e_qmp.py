@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError
 
-from qmpd.harness import (
+from qmpd.testing.harness import (
     QmpdProcess,
     SerialReader,
     check_stream,
