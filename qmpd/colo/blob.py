@@ -23,21 +23,22 @@ stopped about a third faster here than into misaligned slots.
 The decoder checks magic, version, that the total length is exactly what the header
 announces, the padding, every page index, the state size limit and the crc *before*
 anything is applied; the caller then writes pages and state (invariant 1: whole or
-nothing). Buffers are page-aligned anonymous mappings (transparent huge pages asked
-for), allocated once, touched up front, and grown only when a larger checkpoint needs it.
+nothing). Buffers are :class:`qmpd.machine.memory.AlignedBuffer` (page-aligned anonymous
+mappings, transparent huge pages asked for), allocated once, touched up front, and grown
+only when a larger checkpoint needs it.
 """
 
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from qmpd.checksum import crc32
 from qmpd.colo.messages import ColoProtocolError
-from qmpd.migration.stream import crc32
+from qmpd.machine.memory import AlignedBuffer
 
 MAGIC = b"QMPDCKP\0"
 VERSION = 2
@@ -64,22 +65,6 @@ def blob_size(n: int, state_len: int) -> int:
 def blob_limit(npages: int) -> int:
     """The largest payload a guest of ``npages`` pages can need."""
     return blob_size(npages, STATE_LIMIT)
-
-
-class AlignedBuffer:
-    """A page-aligned, writable, pre-touched byte buffer (an anonymous mapping)."""
-
-    def __init__(self, size: int) -> None:
-        size = max(PAGE_SIZE, -(-size // PAGE_SIZE) * PAGE_SIZE)
-        self.mm = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
-        if size >= 2 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
-            self.mm.madvise(mmap.MADV_HUGEPAGE)
-        # Touch every page now, not during a checkpoint.
-        np.frombuffer(self.mm, dtype=np.uint8)[::PAGE_SIZE] = 0
-
-    def __len__(self) -> int:
-        return len(self.mm)
 
 
 class Staging:

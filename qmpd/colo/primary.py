@@ -45,6 +45,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from qmpd.checksum import crc32
 from qmpd.colo import messages as msg
 from qmpd.colo.blob import Staging
 from qmpd.colo.faults import FaultPlan
@@ -54,7 +55,6 @@ from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
 from qmpd.colo.state import FailoverState
 from qmpd.colo.stats import CheckpointRecord, ColoStats
 from qmpd.machine.runstate import RunState
-from qmpd.migration.stream import crc32
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import time
 
+from qmpd.checksum import crc32
 from qmpd.colo import messages as msg
-from qmpd.colo.blob import AlignedBuffer, Checkpoint, blob_limit, parse
+from qmpd.colo.blob import Checkpoint, blob_limit, parse
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
 from qmpd.colo.ports import ChannelPort, ColoMachine
 from qmpd.colo.stats import CheckpointRecord, ColoStats
-from qmpd.migration.stream import crc32
+from qmpd.machine.memory import AlignedBuffer
 
 log = logging.getLogger(__name__)
 

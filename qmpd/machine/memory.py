@@ -1,8 +1,9 @@
-"""Guest RAM: one anonymous private mmap, lazily populated, with numpy views.
+"""Host memory mappings: guest RAM, and the page-aligned buffers COLO stages checkpoints in.
 
-Users: :class:`qmpd.machine.Machine` (registers it as KVM slot 0 or maps it into unicorn),
-migration/COLO through ``Machine.pages``. Pages cost host memory only when touched;
-``hugepages`` asks for THP (``MADV_HUGEPAGE``).
+Users: :class:`qmpd.machine.Machine` (registers :class:`GuestRam` as KVM slot 0 or maps it
+into unicorn), migration/COLO through ``Machine.pages``; COLO's checkpoint blob
+(:class:`AlignedBuffer`). Guest pages cost host memory only when touched; ``hugepages``
+asks for THP (``MADV_HUGEPAGE``). Only the machine layer maps memory.
 """
 
 from __future__ import annotations
@@ -59,3 +60,20 @@ class GuestRam:
             self._mm.close()
         except BufferError:
             log.debug("guest RAM still referenced; unmapped when the last view goes")
+
+
+class AlignedBuffer:
+    """A page-aligned, writable, pre-touched byte buffer of at least ``size`` bytes (an
+    anonymous mapping; huge pages asked for from 2 MiB). ``mm`` is the mapping; every page
+    is touched here, so that filling it later (during a COLO checkpoint) faults nothing."""
+
+    def __init__(self, size: int) -> None:
+        size = max(PAGE, -(-size // PAGE) * PAGE)
+        self.mm = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        if size >= 2 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
+            self.mm.madvise(mmap.MADV_HUGEPAGE)
+        np.frombuffer(self.mm, dtype=np.uint8)[::PAGE] = 0
+
+    def __len__(self) -> int:
+        return len(self.mm)

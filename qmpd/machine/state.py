@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import zlib
 from dataclasses import dataclass
 
+from qmpd.checksum import crc32
 from qmpd.machine import layout
 from qmpd.machine.errors import MachineStateError
 from qmpd.machine.kvm import ioctls as k
@@ -119,7 +119,7 @@ class StateWriter:
         # kvm_msr_entry is the blob's MSR record (u32 index, u32 reserved, u64 value).
         buf[self._msr_off:self._device_off] = memoryview(self.msrs).cast("B")[8:8 + 16 * n]
         _DEVICE.pack_into(buf, self._device_off, ring_cons, *([0] * 7))
-        crc = zlib.crc32(memoryview(buf)[_HEADER.size:])
+        crc = crc32(memoryview(buf)[_HEADER.size:])
         _HEADER.pack_into(buf, 0, MAGIC, VERSION, 0, BLOB_SIZE, crc, 0)
         return bytes(buf)
 
@@ -151,7 +151,7 @@ def decode(blob: bytes, mem_bytes: int, config: tuple[int, ...]) -> MachineState
     if size != BLOB_SIZE or len(blob) != BLOB_SIZE or flags:
         raise MachineStateError(
             f"machine state: size {len(blob)} (header says {size}), expected {BLOB_SIZE}")
-    if zlib.crc32(blob[_HEADER.size:]) != crc:
+    if crc32(blob[_HEADER.size:]) != crc:
         raise MachineStateError("machine state: checksum mismatch")
     off = _HEADER.size
     ident = _IDENT.unpack_from(blob, off)

@@ -24,29 +24,17 @@ RAM and no allocation follows a length read from the wire. Errors are
 from __future__ import annotations
 
 import enum
-import importlib
 import re
 import struct
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from qmpd.checksum import crc32
 from qmpd.errors import MigrationError
-
-
-def _crc32_impl() -> Callable[..., int]:
-    """ISA-L's CRC-32 (``isal``) when installed: the same function as zlib's, ~7x faster."""
-    try:
-        return cast("Callable[..., int]", importlib.import_module("isal.isal_zlib").crc32)
-    except ImportError:  # pragma: no cover - the optional accelerator is absent
-        return zlib.crc32
-
-
-crc32 = _crc32_impl()
 
 MAGIC: Final = b"QMPDMIG\0"
 VERSION: Final = 1
