@@ -1,9 +1,9 @@
-# qmpd: make venv | make test | make demo | make bench
+# qmpd: make venv | make test | make demo | make bench | make guest
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint demo bench
+.PHONY: venv test lint demo bench guest
 
 # A fresh clone needs nothing but `make demo` or `make test`: both create the venv first.
 STAMP := $(VENV)/.installed
@@ -27,3 +27,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/qmp_throughput.py
+
+# After editing qmpd/machine/guest/counter.S: re-assemble the shipped counter.bin (binutils).
+guest: $(STAMP)
+	$(BIN)/python -m qmpd.machine.guest.build

@@ -42,7 +42,7 @@ class VcpuTimeoutError(MachineError):
 
 
 class GuestBuildError(MachineError):
-    """The guest program could not be assembled."""
+    """The guest program could not be loaded (or, by `make guest`, assembled)."""
 
 
 class GuestFault(MachineError):
