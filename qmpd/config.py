@@ -1,39 +1,76 @@
-"""DaemonConfig: every command-line option, validated; plus QEMU-syntax parsers.
+"""DaemonConfig: every command-line option, validated; and the parsers of the values that
+are not the machine's (``-qmp``, ``-serial``, ``-chardev``, ``-name``, ``-incoming``).
 
 Users: :mod:`qmpd.cli` builds one :class:`DaemonConfig` from argv; the daemon and the
-layers it builds read it (the machine layer: ``mem_bytes``, ``accel``, ``serial``,
-``chardev``, ``guest``; migration: ``incoming``). Parsers raise :class:`ConfigError`
-with a one-line message; the CLI prints it as ``qmpd: -opt value: message``.
+layers it builds read it (the machine layer: ``mem_bytes``, ``accel``, ``guest`` and
+:meth:`DaemonConfig.serial_backend`; migration: ``incoming``). The QEMU syntax itself
+(``key=value`` lists, sizes, addresses) is :mod:`qmpd.options`. Parsers raise
+:class:`qmpd.errors.ConfigError` (one line); the CLI prints ``qmpd: -opt value: text``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qmpd.errors import QmpdError
-from qmpd.options import on_off
+from qmpd.errors import ConfigError
+from qmpd.options import (
+    Accel,
+    AddressTypeError,
+    MiB,
+    SocketAddress,
+    check_unix_path,
+    inet_address,
+    keyval,
+    on_off,
+    parse_accel,
+    parse_address,
+    parse_mem,
+)
 from qmpd.schema.loader import DEFAULT_SCHEMA
 
-MiB = 1 << 20
+__all__ = ["ChardevSpec", "ConfigError", "DaemonConfig", "MiB", "MonitorConfig",
+           "parse_accel", "parse_chardev", "parse_incoming", "parse_mem", "parse_monitor",
+           "parse_name", "parse_pidfile", "parse_serial"]
 
-
-class ConfigError(QmpdError):
-    """An option value that cannot be used."""
+#: Flags a socket monitor or serial port takes after its address (QEMU's names).
+_SOCKET_FLAGS = ("server", "wait", "delay", "ipv4", "ipv6")
 
 
 class MonitorConfig(BaseModel):
-    """One ``-qmp`` monitor (server side only)."""
+    """One ``-qmp`` monitor (server side only); ``spec`` is the value as given."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["unix", "tcp"]
-    path: str = ""
-    host: str = ""
-    port: int = Field(default=0, ge=0, le=65535)
+    address: SocketAddress
     wait: bool = False
+    spec: str = ""
+
+
+class ChardevSpec(BaseModel):
+    """One ``-serial`` or ``-chardev`` backend; ``option`` and ``spec`` say where it came
+    from (start-up errors name them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Literal["null", "stdio", "file", "socket", "chardev"]
+    option: Literal["-serial", "-chardev"] = "-serial"
+    spec: str = ""
+    id: str = ""                  # -chardev id=, or the id -serial chardev:ID names
+    path: str = ""                # file
+    address: SocketAddress | None = None   # socket
+    server: bool = False
+    wait: bool = False
+
+    @property
+    def filename(self) -> str:
+        """QEMU's ``filename`` of the backend (``unix:/p,server=on``, ``file:/x``, ...)."""
+        if self.backend == "file":
+            return f"file:{self.path}"
+        if self.backend == "socket":
+            return f"{self.address}{',server=on' if self.server else ''}"
+        return self.backend
 
 
 class DaemonConfig(BaseModel):
@@ -47,9 +84,9 @@ class DaemonConfig(BaseModel):
     pidfile: str | None = None
     daemonize: bool = False
     mem_bytes: int = Field(default=128 * MiB, gt=0)   # -m
-    accel: Literal["kvm", "tcg", "kvm:tcg"] = "kvm:tcg"
-    serial: list[str] = Field(default_factory=list)
-    chardev: list[str] = Field(default_factory=list)
+    accel: Accel = "kvm:tcg"
+    serial: list[ChardevSpec] = Field(default_factory=list)
+    chardev: list[ChardevSpec] = Field(default_factory=list)
     guest: str | None = None              # -guest counter,wss=16M,...
     incoming: str | None = None           # -incoming URI | defer
     schema_path: str = str(DEFAULT_SCHEMA)
@@ -57,77 +94,119 @@ class DaemonConfig(BaseModel):
     max_event_backlog: int = Field(default=8 * MiB, gt=0)
     drain_timeout: float = Field(default=2.0, gt=0)
 
+    def serial_backend(self) -> ChardevSpec:
+        """The first ``-serial`` (``chardev:ID`` resolved), or ``null``.
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([bBkKmMgGtTpPeE]?)$")
-_SUFFIX = {"": MiB, "b": 1, "k": 1 << 10, "m": MiB, "g": 1 << 30, "t": 1 << 40,
-           "p": 1 << 50, "e": 1 << 60}
-
-
-def parse_mem(text: str) -> int:
-    """``-m`` in QEMU syntax (``512``, ``512M``, ``4G``, ``size=1G``) -> bytes.
-
-    A bare number means MiB, as in QEMU.
-    """
-    value = text.split(",")[0]
-    if value.startswith("size="):
-        value = value[5:]
-    m = _SIZE.match(value)
-    if m is None:
-        raise ConfigError("Parameter 'size' expects a non-negative number below 2^64")
-    size = int(float(m.group(1)) * _SUFFIX[m.group(2).lower()])
-    if size <= 0:
-        raise ConfigError("memory size must be greater than zero")
-    if size >= 1 << 64:
-        raise ConfigError("Parameter 'size' expects a non-negative number below 2^64")
-    return size
-
-
-def parse_accel(text: str) -> Literal["kvm", "tcg", "kvm:tcg"]:
-    """``-accel kvm|tcg|kvm:tcg``."""
-    name = text.split(",")[0]
-    if name == "kvm":
-        return "kvm"
-    if name == "tcg":
-        return "tcg"
-    if name == "kvm:tcg":
-        return "kvm:tcg"
-    raise ConfigError(f"invalid accelerator {name}")
-
-
-def _options(parts: list[str]) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq:  # legacy flags: server, nowait, nodelay
-            key, value = {"nowait": ("wait", "off"), "nodelay": ("delay", "off")}.get(
-                key, (key, "on"))
-        opts[key] = value
-    return opts
-
-
-def _on_off(opts: dict[str, str], key: str, default: bool) -> bool:
-    try:
-        return on_off(opts, key, default)
-    except ValueError:
-        raise ConfigError(f"Parameter '{key}' expects 'on' or 'off'") from None
+        :raise ConfigError: ``-serial chardev:ID`` with no ``-chardev id=ID``.
+        """
+        if not self.serial:
+            return ChardevSpec(backend="null", spec="null")
+        first = self.serial[0]
+        if first.backend != "chardev":
+            return first
+        for chardev in self.chardev:
+            if chardev.id == first.id:
+                return chardev
+        raise ConfigError(f"chardev '{first.id}' not found")
 
 
 def parse_monitor(text: str) -> MonitorConfig:
-    """``-qmp unix:PATH,server=on,wait=off`` or ``-qmp tcp:HOST:PORT,server=on,wait=off``."""
-    head, *rest = text.split(",")
-    opts = _options(rest)
-    unknown = set(opts) - {"server", "wait", "delay", "ipv4", "ipv6"}
-    if unknown:
-        raise ConfigError(f"Invalid parameter '{sorted(unknown)[0]}'")
-    if not _on_off(opts, "server", False):
+    """``-qmp unix:PATH,server=on,wait=off`` or ``-qmp tcp:HOST:PORT,server=on,wait=off``.
+
+    :raise ConfigError: a bad address or flag, or client mode (``server`` off).
+    """
+    opts = keyval(text, _SOCKET_FLAGS, implied="address")
+    address = parse_address(opts["address"])
+    check_unix_path(address)
+    if not on_off(opts, "server", False):
         raise ConfigError("only server mode is supported (add server=on,wait=off)")
-    wait = _on_off(opts, "wait", True)
-    if head.startswith("unix:") and len(head) > 5:
-        return MonitorConfig(kind="unix", path=head[5:], wait=wait)
-    if head.startswith("tcp:"):
-        host, sep, port = head[4:].rpartition(":")
-        if sep and port.isdigit() and int(port) <= 65535:
-            return MonitorConfig(kind="tcp", host=host.strip("[]") or "0.0.0.0",
-                                 port=int(port), wait=wait)
-        raise ConfigError("host and port must be given as tcp:HOST:PORT")
-    raise ConfigError("monitor address must be unix:PATH or tcp:HOST:PORT")
+    return MonitorConfig(address=address, wait=on_off(opts, "wait", True), spec=text)
+
+
+def parse_serial(text: str) -> ChardevSpec:
+    """``-serial null | stdio | file:PATH | unix:PATH[,server=on][,wait=off]
+    | tcp:[HOST]:PORT[,server=on][,wait=off] | chardev:ID``.
+
+    :raise ConfigError: an unknown backend, a bad address or flag.
+    """
+    kind, _, rest = text.partition(":")
+    if text in ("null", "none", "stdio"):
+        return ChardevSpec(backend="stdio" if text == "stdio" else "null", spec=text)
+    if kind in ("file", "chardev") and rest:
+        return ChardevSpec(backend=kind, spec=text, path=rest if kind == "file" else "",
+                           id=rest if kind == "chardev" else "")
+    if kind in ("file", "chardev"):
+        raise ConfigError(f"{kind}: needs {'a path' if kind == 'file' else 'an id'} after ':'")
+    opts = keyval(text, _SOCKET_FLAGS, implied="address")
+    try:
+        address = parse_address(opts["address"])
+    except AddressTypeError:
+        raise ConfigError(f"unknown backend '{kind}' (expected null, stdio, file:PATH, "
+                          "unix:PATH, tcp:HOST:PORT or chardev:ID)") from None
+    return _socket(text, "-serial", "", address, opts)
+
+
+def _socket(text: str, option: Literal["-serial", "-chardev"], cid: str,
+            address: SocketAddress, opts: dict[str, str]) -> ChardevSpec:
+    check_unix_path(address)
+    server, wait = on_off(opts, "server", False), on_off(opts, "wait", True)
+    return ChardevSpec(backend="socket", option=option, spec=text, id=cid, address=address,
+                       server=server, wait=wait and server)
+
+
+def parse_chardev(text: str) -> ChardevSpec:
+    """``-chardev null,id=ID | stdio,id=ID | file,id=ID,path=PATH
+    | socket,id=ID,path=PATH|host=H,port=P[,server=on][,wait=off]``.
+
+    :raise ConfigError: an unknown backend, a missing or unknown parameter.
+    """
+    opts = keyval(text, ("id", "path", "host", "port", "append", *_SOCKET_FLAGS),
+                  implied="backend")
+    backend, cid = opts["backend"], opts.get("id", "")
+    if not cid:
+        raise ConfigError("Parameter 'id' is missing")
+    if backend in ("null", "stdio"):
+        return ChardevSpec(backend=backend, option="-chardev", spec=text, id=cid)
+    if backend == "file":
+        if not opts.get("path"):
+            raise ConfigError("Parameter 'path' is missing")
+        return ChardevSpec(backend="file", option="-chardev", spec=text, id=cid,
+                           path=opts["path"])
+    if backend == "socket":
+        if opts.get("path"):
+            address = SocketAddress("unix", path=opts["path"])
+        elif "port" in opts:
+            address = inet_address(opts.get("host", ""), opts["port"], text)
+        else:
+            raise ConfigError("a socket needs path=PATH or port=PORT")
+        return _socket(text, "-chardev", cid, address, opts)
+    raise ConfigError(f"unknown backend '{backend}' (expected null, stdio, file or socket)")
+
+
+def parse_name(text: str) -> str:
+    """``-name [guest=]NAME[,process=P][,debug-threads=on|off]`` -> NAME."""
+    opts = keyval(text, ("guest", "process", "debug-threads"), implied="guest")
+    on_off(opts, "debug-threads", False)
+    return opts["guest"]
+
+
+def parse_pidfile(text: str) -> str:
+    """``-pidfile FILE`` (a non-empty path)."""
+    if not text:
+        raise ConfigError("a file name must be given")
+    return text
+
+
+def parse_incoming(text: str) -> str:
+    """``-incoming defer | tcp:[HOST]:PORT | unix:PATH`` -> the URI, checked.
+
+    :raise ConfigError: another protocol or a bad address.
+    """
+    if text == "defer":
+        return text
+    try:
+        check_unix_path(parse_address(text))
+    except AddressTypeError:
+        raise ConfigError("unknown migration protocol (expected tcp:HOST:PORT, unix:PATH "
+                          "or defer)") from None
+    return text

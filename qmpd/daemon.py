@@ -43,8 +43,9 @@ from qmpd.config import DaemonConfig
 from qmpd.errors import QmpdError
 from qmpd.events import Event, EventBus
 from qmpd.machine.runstate import RunStateHolder
+from qmpd.options import OptionError, os_reason
 from qmpd.qmp import wire
-from qmpd.qmp.server import Listen, QMPServer
+from qmpd.qmp.server import QMPServer
 from qmpd.schema import load as load_schema
 from qmpd.vmstack import VmStack
 
@@ -82,8 +83,8 @@ class Daemon:
     async def start(self) -> None:
         """Build everything and start listening.
 
-        :raise QmpdError: schema problems or handler mismatch.
-        :raise OSError: a monitor address cannot be bound.
+        :raise QmpdError: schema problems or handler mismatch; an OptionError naming the
+            option and value when a monitor cannot be bound or the pidfile written.
         """
         config = self.config
         schema = load_schema(config.schema_path)
@@ -106,13 +107,21 @@ class Daemon:
         bus.subscribe(lambda ev: server.broadcast(_encode_event(ev)))
         for monitor in config.monitors:
             if monitor.wait:
-                log.warning("-qmp %s: wait=on is not supported, not waiting", monitor.kind)
-            await server.listen(Listen(monitor.kind, monitor.path, monitor.host, monitor.port))
+                log.warning("-qmp %s: wait=on is not supported, not waiting", monitor.spec)
+            try:
+                await server.listen(monitor.address)
+            except OSError as err:
+                raise OptionError("-qmp", f"cannot listen: {os_reason(err)}",
+                                  monitor.spec) from err
         loop = asyncio.get_running_loop()
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
         if config.pidfile:
-            _write_pidfile(config.pidfile)
+            try:
+                _write_pidfile(config.pidfile)
+            except OSError as err:
+                raise OptionError("-pidfile", f"cannot write: {os_reason(err)}",
+                                  config.pidfile) from err
 
     def _on_signal(self, signum: int) -> None:
         # Shutdown first: a closed or broken stderr must not keep qmpd from stopping.

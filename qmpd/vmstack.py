@@ -20,14 +20,16 @@ from typing import Any
 
 from qmpd.colo.manager import ColoManager
 from qmpd.config import DaemonConfig
-from qmpd.errors import MachineError
-from qmpd.machine.chardev import Chardev, open_chardev, parse_chardev
+from qmpd.errors import MachineError, QmpdError
+from qmpd.machine.chardev import Chardev, open_chardev
 from qmpd.machine.config import GuestConfig, MachineConfig, parse_guest
+from qmpd.machine.errors import KvmUnavailableError
 from qmpd.machine.machine import Machine
 from qmpd.machine.pump import OutputPump
 from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
 from qmpd.machine.vmctl import VmControl
 from qmpd.migration.manager import MigrationManager
+from qmpd.options import OptionError
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,13 @@ class VmStack:
                 log.exception("emitting %s failed", name)
 
         guest = parse_guest(config.guest) if config.guest else DEFAULT_GUEST
-        machine = Machine(MachineConfig(mem_bytes=config.mem_bytes, accel=config.accel,
-                                        guest=guest))
         try:
-            chardevs = dict(parse_chardev(c) for c in config.chardev)
-            chardev = open_chardev(config.serial[0] if config.serial else "null", chardevs)
+            machine = Machine(MachineConfig(mem_bytes=config.mem_bytes, accel=config.accel,
+                                            guest=guest))
+        except KvmUnavailableError as err:
+            raise OptionError("-accel", str(err), config.accel) from err
+        try:
+            chardev = open_chardev(config.serial_backend())
             await chardev.start()
         except BaseException:
             machine.close()
@@ -126,7 +130,10 @@ class VmStack:
         if config.incoming is not None:
             runstate.set(RunState.INMIGRATE)
             if config.incoming != "defer":
-                migration.incoming(config.incoming)
+                try:
+                    migration.incoming(config.incoming)
+                except QmpdError as err:
+                    raise OptionError("-incoming", str(err), config.incoming) from err
         elif not config.start_paused:
             vm.start()
         log.info("VM: %s MiB, accel %s, serial %s", machine.mem_bytes >> 20, machine.accel,

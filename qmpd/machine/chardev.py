@@ -1,19 +1,19 @@
 """Character-device backends for the serial port, in QEMU's syntax.
 
-Users: the daemon (``-serial`` / ``-chardev``), which feeds each backend from the serial
-pump. Specs::
+Users: the VM stack (``-serial`` / ``-chardev``), which feeds each backend from the serial
+pump. The specs are parsed by :mod:`qmpd.config` (``parse_serial``, ``parse_chardev``)::
 
     -serial null | stdio | file:PATH | unix:PATH[,server=on][,wait=off]
             | tcp:[HOST]:PORT[,server=on][,wait=off] | chardev:ID
     -chardev null,id=ID | stdio,id=ID | file,id=ID,path=PATH
              | socket,id=ID,path=PATH|host=H,port=P[,server=on][,wait=off]
 
-:func:`open_chardev` builds a backend; ``await start()`` binds/connects (and with
-``wait=on`` waits for the first client); ``write(data)`` never blocks the loop;
-``close()`` releases everything. As QEMU: a socket server with no client connected drops
-the output; one client at a time (later ones are closed at once); a slow client's kernel
-+ transport buffer is bounded (``SOCKET_BUFFER_CAP``), output beyond it is dropped and
-counted in ``dropped``.
+:func:`open_chardev` builds a backend from a :class:`~qmpd.config.ChardevSpec`;
+``await start()`` binds/connects (and with ``wait=on`` waits for the first client);
+``write(data)`` never blocks the loop; ``close()`` releases everything. As QEMU: a
+socket server with no client connected drops the output; one client at a time (later
+ones are closed at once); a slow client's kernel + transport buffer is bounded
+(``SOCKET_BUFFER_CAP``), output beyond it is dropped and counted in ``dropped``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Mapping
 
+from qmpd.config import ChardevSpec
 from qmpd.machine.errors import MachineConfigError
-from qmpd.options import on_off
+from qmpd.options import SocketAddress, os_reason
 
 #: Unsent bytes a socket client may have queued before further output is dropped.
 SOCKET_BUFFER_CAP = 32 << 20
@@ -59,9 +59,10 @@ class Chardev:
 class FdChardev(Chardev):
     """``file:PATH`` (truncated at open, as QEMU) or ``stdio``."""
 
-    def __init__(self, filename: str, path: str | None) -> None:
-        super().__init__(filename)
-        self._path = path
+    def __init__(self, spec: ChardevSpec) -> None:
+        super().__init__(spec.filename)
+        self._spec = spec
+        self._path = spec.path if spec.backend == "file" else None
         self._fd = -1
 
     async def start(self) -> None:
@@ -72,9 +73,8 @@ class FdChardev(Chardev):
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                0o644)
         except OSError as err:
-            raise MachineConfigError(
-                f"-serial {self.filename}: could not open '{self._path}': {err.strerror}"
-            ) from err
+            raise MachineConfigError(self._spec.option, f"cannot open '{self._path}': "
+                                     f"{os_reason(err)}", self._spec.spec) from err
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -94,11 +94,12 @@ class FdChardev(Chardev):
 class SocketChardev(Chardev):
     """``unix:`` / ``tcp:`` / ``socket``: a server for one client at a time, or a client."""
 
-    def __init__(self, filename: str, path: str | None, host: str, port: int,
-                 server: bool, wait: bool) -> None:
-        super().__init__(filename)
-        self._path, self._host, self._port = path, host, port
-        self._server_mode, self._wait = server, wait
+    def __init__(self, spec: ChardevSpec, address: SocketAddress) -> None:
+        super().__init__(spec.filename)
+        self._spec = spec
+        self._path = address.path if address.kind == "unix" else None
+        self._host, self._port = address.host, address.port
+        self._server_mode, self._wait = spec.server, spec.wait
         self._server: asyncio.Server | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._client_seen = asyncio.Event()
@@ -125,7 +126,9 @@ class SocketChardev(Chardev):
                 self._server = await asyncio.start_server(self._on_client, self._host or None,
                                                           self._port)
         except OSError as err:
-            raise MachineConfigError(f"-serial {self.filename}: {err.strerror or err}") from err
+            action = "listen" if self._server_mode else "connect"
+            raise MachineConfigError(self._spec.option, f"cannot {action}: {os_reason(err)}",
+                                     self._spec.spec) from err
         if self._wait:
             await self._client_seen.wait()
 
@@ -180,83 +183,15 @@ class SocketChardev(Chardev):
                     os.unlink(self._path)
 
 
-def _options(parts: list[str], what: str) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq:  # QEMU's legacy flags
-            key, value = {"nowait": ("wait", "off")}.get(key, (key, "on"))
-        opts[key] = value
-    for key in opts:
-        if key not in ("id", "path", "host", "port", "server", "wait", "append"):
-            raise MachineConfigError(f"{what}: invalid parameter '{key}'")
-    return opts
+def open_chardev(spec: ChardevSpec) -> Chardev:
+    """Build the backend for a parsed ``-serial``/``-chardev`` spec (not started yet).
 
-
-def _flag(opts: dict[str, str], key: str, default: bool, what: str) -> bool:
-    try:
-        return on_off(opts, key, default)
-    except ValueError:
-        raise MachineConfigError(f"{what}: parameter '{key}' expects 'on' or 'off'") from None
-
-
-def parse_chardev(text: str) -> tuple[str, str]:
-    """``-chardev BACKEND,id=ID,...`` → (id, equivalent ``-serial`` spec)."""
-    what = f"-chardev {text}"
-    backend, *rest = text.split(",")
-    opts = _options(rest, what)
-    cid = opts.pop("id", "")
-    if not cid:
-        raise MachineConfigError(f"{what}: parameter 'id' is missing")
-    if backend in ("null", "stdio"):
-        return cid, backend
-    if backend == "file":
-        if "path" not in opts:
-            raise MachineConfigError(f"{what}: parameter 'path' is missing")
-        return cid, f"file:{opts['path']}"
-    if backend == "socket":
-        flags = ",".join(f"{k}={opts[k]}" for k in ("server", "wait") if k in opts)
-        if "path" in opts:
-            addr = f"unix:{opts['path']}"
-        elif "port" in opts:
-            addr = f"tcp:{opts.get('host', '')}:{opts['port']}"
-        else:
-            raise MachineConfigError(f"{what}: socket needs 'path' or 'port'")
-        return cid, f"{addr},{flags}" if flags else addr
-    raise MachineConfigError(f"{what}: unknown backend '{backend}'")
-
-
-def open_chardev(spec: str, chardevs: Mapping[str, str] | None = None) -> Chardev:
-    """Build the backend for a ``-serial`` spec (not started yet).
-
-    :param chardevs: ``-chardev`` definitions by id (values from :func:`parse_chardev`),
-        for ``chardev:ID``.
-    :raise MachineConfigError: for an unknown or malformed spec.
+    ``chardev:ID`` must be resolved first (:meth:`qmpd.config.DaemonConfig.serial_backend`).
     """
-    what = f"-serial {spec}"
-    if spec.startswith("chardev:"):
-        cid = spec[len("chardev:"):]
-        if chardevs is None or cid not in chardevs:
-            raise MachineConfigError(f"{what}: chardev '{cid}' not found")
-        return open_chardev(chardevs[cid])
-    head, *rest = spec.split(",")
-    kind, _, addr = head.partition(":")
-    if kind in ("null", "none") and not addr and not rest:
-        return Chardev("null")
-    if kind == "stdio" and not addr and not rest:
-        return FdChardev("stdio", None)
-    if kind == "file" and addr:
-        return FdChardev(f"file:{addr}", addr)
-    if kind in ("unix", "tcp") and addr:
-        opts = _options(rest, what)
-        server = _flag(opts, "server", False, what)
-        wait = _flag(opts, "wait", True, what) if server else False
-        if kind == "unix":
-            return SocketChardev(spec, addr, "", 0, server, wait)
-        host, _, port = addr.rpartition(":")
-        if not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise MachineConfigError(f"{what}: invalid port '{port}'")
-        return SocketChardev(spec, None, host, int(port), server, wait)
-    raise MachineConfigError(
-        f"{what}: unknown backend (expected null, stdio, file:PATH, unix:PATH, "
-        "tcp:HOST:PORT or chardev:ID)")
+    if spec.backend in ("stdio", "file"):
+        return FdChardev(spec)
+    if spec.backend == "socket" and spec.address is not None:
+        return SocketChardev(spec, spec.address)
+    if spec.backend == "chardev":
+        raise MachineConfigError("-serial", f"chardev '{spec.id}' is not resolved", spec.spec)
+    return Chardev("null")

@@ -1,45 +1,35 @@
-"""Machine and guest configuration, and parsers for QEMU-style ``-m``, ``-accel`` and ``-guest``.
+"""Machine and guest configuration, and the ``-guest`` parser.
 
-Users: the CLI (parses argv into :class:`MachineConfig`), :class:`qmpd.machine.Machine`,
-migration (a destination builds a Machine from the same config). Parsers raise
-:class:`MachineConfigError` with a one-line text the CLI prints as-is.
+Users: the CLI (validates ``-m``, ``-accel`` and ``-guest`` together at parse time),
+:class:`qmpd.machine.Machine`, migration (a destination builds a Machine from the same
+config), the client tools (``parse_guest``). ``-m`` and ``-accel`` are parsed by
+:mod:`qmpd.options`, as is the ``key=value`` syntax of ``-guest``. Errors are
+:class:`MachineConfigError`, which names the option (and the value when known).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
+from qmpd.errors import ConfigError
 from qmpd.machine.errors import MachineConfigError
+from qmpd.options import ACCELS, Accel, keyval, parse_size
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 PAGE_SIZE = 4096
-ACCELS = ("kvm", "tcg", "kvm:tcg", "tcg:kvm")
 #: Largest guest the page tables the VMM builds can map (layout.MAX_PDS GiB).
 MAX_MEM_BYTES = 64 * GiB
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)[iI]?[bB]?\s*$")
-_SUFFIX = {"": MiB, "k": KiB, "m": MiB, "g": GiB, "t": TiB}
-
-
-def parse_size(text: str, default_suffix: str = "M", what: str = "-m") -> int:
-    """Parse a QEMU size: ``512M``, ``4G``, ``1.5G``, ``131072K``; a bare number is in
-    ``default_suffix`` units (MiB for ``-m``, as QEMU).
-
-    :raise MachineConfigError: on anything else.
-    """
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise MachineConfigError(f"{what}: invalid size '{text}' (expected e.g. 512M or 4G)")
-    number, suffix = match.groups()
-    unit = _SUFFIX[suffix.lower()] if suffix else _SUFFIX[default_suffix.lower()]
-    return int(float(number) * unit)
 
 
 def host_memory_bytes() -> int:
     """Physical memory of the host."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+#: ``-guest`` keys -> GuestConfig fields.
+_GUEST_KEYS = {"wss": "wss_bytes", "dirty": "dirty_pages", "pace": "pace",
+               "check": "check_every", "batch": "batch"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +71,14 @@ class GuestConfig:
         """:raise MachineConfigError: if a value is out of range."""
         if self.wss_bytes < PAGE_SIZE or self.wss_bytes % PAGE_SIZE:
             raise MachineConfigError(
-                f"-guest: wss must be a positive multiple of 4K, not {self.wss_bytes}")
-        for name in ("dirty_pages", "pace", "check_every", "batch"):
+                "-guest", f"wss must be a positive multiple of 4K, not {self.wss_bytes}")
+        for key, name in _GUEST_KEYS.items():
             value = getattr(self, name)
             if not 0 <= value < 1 << 63:
-                raise MachineConfigError(f"-guest: {name} out of range: {value}")
+                raise MachineConfigError("-guest", f"{key}={value} is out of range")
         if self.dirty_pages > 1 << 24:
-            raise MachineConfigError(f"-guest: dirty={self.dirty_pages} exceeds 16M pages/step")
+            raise MachineConfigError("-guest",
+                                     f"dirty={self.dirty_pages} exceeds 16M pages per step")
 
 
 @dataclass(frozen=True)
@@ -95,7 +86,7 @@ class MachineConfig:
     """What a :class:`Machine` is built from (``-m``, ``-accel``, ``-guest``)."""
 
     mem_bytes: int = 128 * MiB
-    accel: str = "kvm:tcg"
+    accel: Accel = "kvm:tcg"
     guest: GuestConfig = field(default_factory=GuestConfig)
     hugepages: bool = False
 
@@ -105,77 +96,49 @@ class MachineConfig:
         from qmpd.machine.layout import WS_GPA
 
         if self.accel not in ACCELS:
-            raise MachineConfigError(
-                f"-accel: invalid accelerator '{self.accel}' (expected kvm, tcg or kvm:tcg)")
+            raise MachineConfigError("-accel", f"invalid accelerator {self.accel}")
         if self.mem_bytes <= 0:
-            raise MachineConfigError("-m: memory size must be greater than 0")
+            raise MachineConfigError("-m", "memory size must be greater than zero")
         if self.mem_bytes > MAX_MEM_BYTES:
-            raise MachineConfigError(f"-m: {self.mem_bytes // MiB}M exceeds the maximum "
-                                     f"{MAX_MEM_BYTES // GiB}G")
+            raise MachineConfigError("-m", f"{self.mem_bytes // MiB}M exceeds the maximum "
+                                           f"{MAX_MEM_BYTES // GiB}G")
         host = host_memory_bytes()
         if self.mem_bytes > host:
-            raise MachineConfigError(f"-m: {self.mem_bytes // MiB}M exceeds the host's memory "
-                                     f"({host // MiB}M)")
+            raise MachineConfigError("-m", f"{self.mem_bytes // MiB}M exceeds the host's "
+                                           f"memory ({host // MiB}M)")
         if self.mem_bytes % (2 * MiB):
             raise MachineConfigError(
-                f"-m: memory size must be a multiple of 2M, not {self.mem_bytes}")
+                "-m", f"memory size must be a multiple of 2M, not {self.mem_bytes}")
         self.guest.validate()
         if WS_GPA + self.guest.wss_bytes > self.mem_bytes:
             raise MachineConfigError(
-                f"-guest: wss={self.guest.wss_bytes // MiB}M does not fit in -m "
+                "-guest", f"wss={self.guest.wss_bytes // MiB}M does not fit in -m "
                 f"{self.mem_bytes // MiB}M (needs {(WS_GPA + self.guest.wss_bytes) // MiB}M)")
-
-
-def parse_mem(text: str) -> int:
-    """``-m`` value: ``512M``, ``4G``, ``size=4G`` (QEMU's long form); bare numbers are MiB."""
-    spec = text.strip()
-    if spec.startswith("size="):
-        spec = spec.split(",", 1)[0][len("size="):]
-    size = parse_size(spec, "M", "-m")
-    if size <= 0:
-        raise MachineConfigError("-m: memory size must be greater than 0")
-    return size
-
-
-def parse_accel(text: str) -> str:
-    """``-accel`` value (``kvm``, ``tcg``, ``kvm:tcg``; QEMU's ``accel=`` prefix allowed)."""
-    spec = text.strip()
-    if spec.startswith("accel="):
-        spec = spec[len("accel="):]
-    spec, _, options = spec.partition(",")
-    if options:
-        raise MachineConfigError(f"-accel: invalid parameter '{options.split(',')[0]}'")
-    if spec not in ACCELS:
-        raise MachineConfigError(
-            f"-accel: invalid accelerator '{text}' (expected kvm, tcg or kvm:tcg)")
-    return spec
-
-
-_GUEST_KEYS = {"wss": "wss_bytes", "dirty": "dirty_pages", "pace": "pace",
-               "check": "check_every", "batch": "batch"}
 
 
 def parse_guest(text: str) -> GuestConfig:
     """``-guest counter[,wss=SIZE][,dirty=N][,pace=N][,check=N][,batch=N]``.
 
-    :raise MachineConfigError: for an unknown program or key, or a bad value.
+    :raise MachineConfigError: for an unknown program or key, or a bad value (naming
+        ``-guest`` and ``text``).
     """
-    parts = [p for p in text.split(",") if p]
-    if not parts or parts[0] != "counter":
-        raise MachineConfigError(f"-guest: unknown guest program in '{text}' (expected counter)")
-    values: dict[str, int] = {}
-    for part in parts[1:]:
-        key, sep, value = part.partition("=")
-        if not sep or key not in _GUEST_KEYS:
-            raise MachineConfigError(f"-guest: invalid option '{part}' "
-                                     f"(expected one of {', '.join(_GUEST_KEYS)})")
-        if key == "wss":
-            values[_GUEST_KEYS[key]] = parse_size(value, "M", "-guest wss")
-        else:
+    try:
+        opts = keyval(text, _GUEST_KEYS, implied="program")
+        if opts.pop("program") != "counter":
+            raise ConfigError("unknown guest program (expected counter)")
+        values: dict[str, int] = {}
+        for key, value in opts.items():
+            if key == "wss":
+                values[_GUEST_KEYS[key]] = parse_size(value, "wss")
+                continue
             try:
                 values[_GUEST_KEYS[key]] = int(value, 0)
             except ValueError:
-                raise MachineConfigError(f"-guest: {key}: invalid number '{value}'") from None
-    guest = GuestConfig(**values)
-    guest.validate()
+                raise ConfigError(f"Parameter '{key}' expects a number") from None
+        guest = GuestConfig(**values)
+        guest.validate()
+    except MachineConfigError as err:
+        raise MachineConfigError("-guest", err.reason, text) from None
+    except ConfigError as err:
+        raise MachineConfigError("-guest", str(err), text) from None
     return guest

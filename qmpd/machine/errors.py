@@ -7,10 +7,15 @@ Users: everything in :mod:`qmpd.machine`; the command layer maps them to Generic
 from __future__ import annotations
 
 from qmpd.errors import MachineError
+from qmpd.options import OptionError
 
 
-class MachineConfigError(MachineError):
-    """A bad ``-m`` / ``-accel`` / ``-guest`` / ``-serial`` value, or one the host cannot give."""
+class MachineConfigError(MachineError, OptionError):
+    """A bad ``-m`` / ``-accel`` / ``-guest`` / ``-serial`` value, or one the host cannot give.
+
+    An :class:`~qmpd.options.OptionError` too: ``option``, ``reason``, ``value`` (None when
+    the machine layer no longer has the text as given; the CLI then adds it).
+    """
 
 
 class KvmUnavailableError(MachineError):

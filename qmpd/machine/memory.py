@@ -30,7 +30,7 @@ class GuestRam:
                                  mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError as err:
             raise MachineConfigError(
-                f"-m: cannot map {size >> 20}M of guest RAM: {err.strerror}") from err
+                "-m", f"cannot map {size >> 20}M of guest RAM: {err.strerror}") from err
         self.size = size
         self.hugepages = hugepages
         if hugepages:

@@ -38,13 +38,12 @@ from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
 from qmpd.migration.transport import (
-    Address,
     Listener,
     MigrationConnection,
-    MigrationTransportError,
     connect,
     parse_uri,
 )
+from qmpd.options import SocketAddress
 
 log = logging.getLogger(__name__)
 _S = MigrationStatus
@@ -184,7 +183,7 @@ class MigrationManager:
             self.outgoing.set(_S.CANCELLING)
         self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED)
 
-    async def _run_outgoing(self, uri: str, addr: Address) -> None:
+    async def _run_outgoing(self, uri: str, addr: SocketAddress) -> None:
         was_running = self.runstate.is_running
         source: PrecopySource | None = None
         try:
@@ -276,16 +275,14 @@ class MigrationManager:
         """``-incoming URI`` / ``migrate-incoming``: listen and load in the background.
 
         :raise QMPError: with QEMU's text; nothing changes then.
+        :raise qmpd.options.AddressError, ArgumentRangeError: a bad URI (:func:`parse_uri`).
+        :raise MigrationTransportError: the address cannot be bound (QEMU's text).
         """
         if self.incoming_status.is_running or self.incoming_status.status is _S.COLO:
             raise QMPError("The incoming migration has already been started")
         if self.runstate.state is not RunState.INMIGRATE:
             raise QMPError("'-incoming' was not specified on the command line")
-        addr = parse_uri(uri)
-        try:
-            listener = Listener.open(addr)
-        except MigrationTransportError as err:
-            raise QMPError(str(err)) from err
+        listener = Listener.open(parse_uri(uri))
         self._listener = listener
         self._in_error = None
         self._last = self.incoming_status

@@ -1,5 +1,7 @@
 """Migration transport: ``tcp:HOST:PORT`` and ``unix:PATH``, one connection per migration.
 
+URIs are :class:`qmpd.options.SocketAddress` values (:func:`parse_uri`).
+
 Users: the manager (connect / listen+accept), the source and destination (framed
 sections, return path) and COLO after precopy (raw bytes: ``write``/``drain``/
 ``recv_exactly``/``recv_into``, the ``ChannelPort`` of qmpd/colo/ports.py).
@@ -29,11 +31,11 @@ import os
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
-from qmpd.errors import MigrationError, QMPError
+from qmpd.errors import ArgumentRangeError, MigrationError
 from qmpd.migration.stream import SECTION, Buffer, Section, StreamDecoder
+from qmpd.options import AddressTypeError, SocketAddress, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +56,19 @@ class RpMessage(enum.IntEnum):
     ERROR = 0x100  # qmpd: UTF-8 error description, sent before SHUT(1)
 
 
-@dataclass(frozen=True)
-class Address:
-    """A parsed migration URI."""
+def parse_uri(uri: str) -> SocketAddress:
+    """A ``migrate`` / ``migrate-incoming`` / ``-incoming`` URI: ``tcp:HOST:PORT`` or
+    ``unix:PATH``.
 
-    kind: str  # "tcp" | "unix"
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    def describe(self) -> str:
-        """The URI form."""
-        return f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.host}:{self.port}"
-
-
-def parse_uri(uri: str) -> Address:
-    """Parse ``tcp:HOST:PORT`` or ``unix:PATH``.
-
-    :raise QMPError: QEMU's ``Parameter 'uri' expects a valid migration protocol`` for
-        other schemes, or a parse message for a bad address.
+    :raise qmpd.options.AddressError: a bad address, with QEMU's text
+        (``Failed to parse unix address 'unix:'``, ``error parsing address 'HOST:PORT'``).
+    :raise ArgumentRangeError: QEMU's ``Parameter 'uri' expects a valid migration
+        protocol`` for another scheme.
     """
-    if uri.startswith("unix:"):
-        path = uri[5:]
-        if not path:
-            raise QMPError(f"Failed to parse unix address '{uri}'")
-        return Address("unix", path=path)
-    if uri.startswith("tcp:"):
-        host, sep, port = uri[4:].rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise QMPError(f"error parsing address '{uri[4:]}'")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        return Address("tcp", host=host, port=int(port))
-    raise QMPError("Parameter 'uri' expects a valid migration protocol")
+    try:
+        return parse_address(uri)
+    except AddressTypeError:
+        raise ArgumentRangeError("uri", "a valid migration protocol") from None
 
 
 def _tune(sock: socket.socket) -> None:
@@ -290,7 +273,7 @@ class MigrationConnection:
         self._sock.close()
 
 
-async def connect(addr: Address) -> MigrationConnection:
+async def connect(addr: SocketAddress) -> MigrationConnection:
     """Connect to a listening destination.
 
     :raise MigrationTransportError: with QEMU-like "Failed to connect to ..." text.
@@ -323,12 +306,12 @@ async def connect(addr: Address) -> MigrationConnection:
 class Listener:
     """A listening socket for ``-incoming``; accepts one connection, then closes."""
 
-    def __init__(self, sock: socket.socket, addr: Address) -> None:
+    def __init__(self, sock: socket.socket, addr: SocketAddress) -> None:
         self._sock = sock
         self.addr = addr
 
     @classmethod
-    def open(cls, addr: Address) -> Listener:
+    def open(cls, addr: SocketAddress) -> Listener:
         """Bind and listen (QEMU unlinks a stale UNIX socket path first).
 
         :raise MigrationTransportError: if the address cannot be bound.
@@ -345,7 +328,7 @@ class Listener:
                 sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(infos[0][4])
-                addr = Address("tcp", host=addr.host, port=sock.getsockname()[1])
+                addr = SocketAddress("tcp", host=addr.host, port=sock.getsockname()[1])
             sock.listen(1)
             sock.setblocking(False)
         except OSError as err:  # QEMU's texts (util/qemu-sockets.c)
@@ -368,7 +351,7 @@ class Listener:
             sock, peer = await loop.sock_accept(self._sock)
         finally:
             self.close()
-        return MigrationConnection(sock, str(peer) or self.addr.describe())
+        return MigrationConnection(sock, str(peer) or str(self.addr))
 
     def close(self) -> None:
         """Stop listening (and remove the UNIX socket file)."""

@@ -1,6 +1,7 @@
 """QMP listeners (UNIX and TCP) and the registry of live sessions.
 
-Users: the daemon starts one :class:`QMPServer` for all ``-qmp`` monitors, gives the
+Users: the daemon starts one :class:`QMPServer` for all ``-qmp`` monitors (each a
+:class:`qmpd.options.SocketAddress`), gives the
 event bus :meth:`QMPServer.broadcast` as its sink, and at shutdown calls
 :meth:`close_listeners` (no new connections, socket files removed) then
 :meth:`drain_sessions`. UNIX sockets are created with mode 0600 (bound under a
@@ -16,24 +17,11 @@ import logging
 import os
 import socket
 import stat
-from dataclasses import dataclass
 
+from qmpd.options import SocketAddress
 from qmpd.qmp.session import Dispatcher, QMPSession
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Listen:
-    """One monitor address: ``unix`` with ``path`` or ``tcp`` with ``host``/``port``."""
-
-    kind: str
-    path: str = ""
-    host: str = ""
-    port: int = 0
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.host}:{self.port}"
 
 
 class QMPServer:
@@ -59,10 +47,10 @@ class QMPServer:
         self.sessions.add(session)
         return session
 
-    async def listen(self, address: Listen) -> None:
-        """Start accepting on ``address``.
+    async def listen(self, address: SocketAddress) -> None:
+        """Start accepting on ``address`` (a tcp host "" means every interface).
 
-        :raise OSError: if the address cannot be bound.
+        :raise OSError: if the address cannot be bound (or its host resolved).
         """
         loop = asyncio.get_running_loop()
         label = str(address)
@@ -71,8 +59,9 @@ class QMPServer:
             server = await loop.create_unix_server(lambda: self._factory(label), sock=sock)
             self._unix_paths.append(address.path)
         else:
-            server = await loop.create_server(lambda: self._factory(label), address.host,
-                                              address.port, reuse_address=True)
+            server = await loop.create_server(lambda: self._factory(label),
+                                              address.host or None, address.port,
+                                              reuse_address=True)
         self._servers.append(server)
         log.info("QMP monitor listening on %s", label)
 

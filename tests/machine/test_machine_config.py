@@ -7,18 +7,12 @@ import time
 
 import pytest
 
-from qmpd.errors import MachineError
+from qmpd.errors import ConfigError, MachineError
 from qmpd.machine import GuestConfig, Machine, MachineConfig
-from qmpd.machine.config import (
-    GiB,
-    MiB,
-    host_memory_bytes,
-    parse_accel,
-    parse_guest,
-    parse_mem,
-)
+from qmpd.machine.config import GiB, MiB, host_memory_bytes, parse_guest
 from qmpd.machine.errors import KvmUnavailableError, MachineConfigError
 from qmpd.machine.kvm import Kvm
+from qmpd.options import parse_accel, parse_mem
 
 
 def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
@@ -36,13 +30,14 @@ def test_parse_mem(text: str, size: int) -> None:
 
 @pytest.mark.parametrize("text", ["garbage", "", "-1", "12Q", "0", "0M", "1.2.3G"])
 def test_parse_mem_rejects(text: str) -> None:
-    with pytest.raises(MachineConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         parse_mem(text)
-    assert one_line(err).startswith("-m")
+    assert one_line(err) in ("Parameter 'size' expects a non-negative number below 2^64",
+                             "memory size must be greater than zero")
 
 
 def test_sizes_machines_cannot_have() -> None:
-    for mem, word in [(0, "greater than 0"), (3 * MiB, "multiple of 2M"),
+    for mem, word in [(0, "greater than zero"), (3 * MiB, "multiple of 2M"),
                       (host_memory_bytes() + 2 * GiB, "host"),
                       (16 * MiB, "does not fit")]:
         config = MachineConfig(mem_bytes=mem, guest=GuestConfig(wss_bytes=64 * MiB))
@@ -57,15 +52,20 @@ def test_parse_accel_and_guest() -> None:
     assert parse_accel("kvm:tcg") == "kvm:tcg"
     g = parse_guest("counter,wss=64M,dirty=100,pace=1000,check=8,batch=4")
     assert g == GuestConfig(64 * MiB, 100, 1000, 8, 4)
-    for bad in ["xen", "kvm,foo"]:
-        with pytest.raises(MachineConfigError) as err:
+    for bad, text in [("xen", "invalid accelerator xen"), ("kvm,foo", "Invalid parameter 'foo'")]:
+        with pytest.raises(ConfigError) as err:
             parse_accel(bad)
-        one_line(err)
-    for bad in ["linux", "counter,wss=1X", "counter,dirty=abc", "counter,speed=3",
-                "counter,wss=0", "counter,dirty=-1"]:
+        assert one_line(err) == text
+    for bad, text in [
+            ("linux", "unknown guest program (expected counter)"),
+            ("counter,wss=1X", "Parameter 'wss' expects a non-negative number below 2^64"),
+            ("counter,dirty=abc", "Parameter 'dirty' expects a number"),
+            ("counter,speed=3", "Invalid parameter 'speed'"),
+            ("counter,wss=0", "wss must be a positive multiple of 4K, not 0"),
+            ("counter,dirty=-1", "dirty=-1 is out of range")]:
         with pytest.raises(MachineConfigError) as err:
             parse_guest(bad)
-        one_line(err)
+        assert one_line(err) == f"-guest {bad}: {text}"
 
 
 def test_missing_kvm_device_is_a_clear_error() -> None:

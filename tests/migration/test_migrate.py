@@ -7,8 +7,10 @@ import socket
 
 import pytest
 
-from qmpd.errors import QMPError
+from qmpd.errors import ArgumentRangeError, QMPError
 from qmpd.machine.runstate import RunState
+from qmpd.migration.transport import MigrationTransportError
+from qmpd.options import UnixAddressError
 
 from .conftest import (
     ACCEL,
@@ -173,8 +175,11 @@ async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> Non
     dst = make_node(incoming=True)
     with pytest.raises(QMPError, match="Cannot resume if there is no paused migration"):
         src.manager.start("unix:/x", resume=True)
-    with pytest.raises(QMPError, match=r"Parameter .uri. expects a valid migration protocol$"):
+    with pytest.raises(ArgumentRangeError,
+                       match=r"^Parameter .uri. expects a valid migration protocol$"):
         src.manager.start("exec:cat")
+    with pytest.raises(UnixAddressError, match=r"^Failed to parse unix address 'unix:'$"):
+        src.manager.start("unix:")
     with pytest.raises(QMPError, match="'-incoming' was not specified on the command line"):
         src.manager.incoming("unix:/x")
     with pytest.raises(QMPError, match="Guest is waiting for an incoming migration"):
@@ -183,7 +188,8 @@ async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> Non
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(QMPError, match="Failed to bind socket: Address already in use"):
+        with pytest.raises(MigrationTransportError,
+                           match=r"^Failed to bind socket: Address already in use$"):
             dst.manager.incoming(f"tcp:127.0.0.1:{port}")
     assert dst.manager.query() == {}
     uri = outgoing_uri(dst, "unix", str(tmp_path))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from qmp_helpers import REPO, Raw, start_qmpd
+from qmp_helpers import REPO, Raw, error, start_qmpd
 
 from qmpd.cli import parse_args
-from qmpd.config import MiB
+from qmpd.config import ChardevSpec, MiB
+from qmpd.options import SocketAddress
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,28 +32,156 @@ def test_help_and_version() -> None:
     assert (version.returncode, version.stdout) == (0, "qmpd version 0.1.0 (QMP of QEMU 7.2.0)\n")
 
 
+LONG = "/tmp/" + "x" * 103  # 108 bytes: one more than sun_path holds
+
+
 @pytest.mark.parametrize("args,message", [
-    (["-foo"], "qmpd: -foo: invalid option\n"),
-    (["--bogus", "x"], "qmpd: --bogus: invalid option\n"),
-    (["stray"], "qmpd: stray: invalid option\n"),
-    (["-m"], "qmpd: -m: requires an argument\n"),
-    (["-m", "lots"], "qmpd: -m lots: Parameter 'size' expects a non-negative number below "
-                     "2^64\n"),
-    (["-m", "0"], "qmpd: -m 0: memory size must be greater than zero\n"),
-    (["-m", "0G"], "qmpd: -m 0G: memory size must be greater than zero\n"),
-    (["-accel", "xen"], "qmpd: -accel xen: invalid accelerator xen\n"),
-    (["-qmp", "unix:/tmp/x.sock"], "qmpd: -qmp unix:/tmp/x.sock: only server mode is supported "
-                                   "(add server=on,wait=off)\n"),
-    (["-qmp", "tcp:localhost,server=on"], "qmpd: -qmp tcp:localhost,server=on: host and port "
-                                          "must be given as tcp:HOST:PORT\n"),
-    (["-qmp", "pipe:x,server=on"], "qmpd: -qmp pipe:x,server=on: monitor address must be "
-                                   "unix:PATH or tcp:HOST:PORT\n"),
+    (["-foo"], "qmpd: -foo: invalid option"),
+    (["--bogus", "x"], "qmpd: --bogus: invalid option"),
+    (["stray"], "qmpd: stray: invalid option"),
+    (["-m"], "qmpd: -m: requires an argument"),
+    # -qmp
+    (["-qmp", "unix:/tmp/x.sock"],
+     "qmpd: -qmp unix:/tmp/x.sock: only server mode is supported (add server=on,wait=off)"),
+    (["-qmp", "unix:"], "qmpd: -qmp unix:: a socket path must be given (unix:PATH)"),
+    (["-qmp", "foo:bar"],
+     "qmpd: -qmp foo:bar: unknown address type 'foo' (expected unix:PATH or tcp:HOST:PORT)"),
+    (["-qmp", "pipe:x,server=on"], "qmpd: -qmp pipe:x,server=on: unknown address type 'pipe' "
+                                   "(expected unix:PATH or tcp:HOST:PORT)"),
+    (["-qmp", "tcp:localhost,server=on"],
+     "qmpd: -qmp tcp:localhost,server=on: host and port must be given as tcp:HOST:PORT"),
+    (["-qmp", "tcp:127.0.0.1:99999,server=on"],
+     "qmpd: -qmp tcp:127.0.0.1:99999,server=on: port 99999 is out of range (0-65535)"),
+    (["-qmp", "tcp:127.0.0.1:http,server=on"],
+     "qmpd: -qmp tcp:127.0.0.1:http,server=on: invalid port 'http'"),
     (["-qmp", "unix:/tmp/x,server=on,colour=red"],
-     "qmpd: -qmp unix:/tmp/x,server=on,colour=red: Invalid parameter 'colour'\n"),
+     "qmpd: -qmp unix:/tmp/x,server=on,colour=red: Invalid parameter 'colour'"),
+    (["-qmp", "unix:/tmp/x,server=maybe"],
+     "qmpd: -qmp unix:/tmp/x,server=maybe: Parameter 'server' expects 'on' or 'off'"),
+    (["-qmp", f"unix:{LONG},server=on"],
+     f"qmpd: -qmp unix:{LONG},server=on: socket path is 108 bytes long, the limit is 107"),
+    # -serial, -chardev
+    (["-serial", "bogus"], "qmpd: -serial bogus: unknown backend 'bogus' (expected null, "
+                           "stdio, file:PATH, unix:PATH, tcp:HOST:PORT or chardev:ID)"),
+    (["-serial", "unix:"], "qmpd: -serial unix:: a socket path must be given (unix:PATH)"),
+    (["-serial", "tcp::70000,server=on"],
+     "qmpd: -serial tcp::70000,server=on: port 70000 is out of range (0-65535)"),
+    (["-serial", "file:"], "qmpd: -serial file:: file: needs a path after ':'"),
+    (["-serial", "unix:/tmp/s,wait=soon"],
+     "qmpd: -serial unix:/tmp/s,wait=soon: Parameter 'wait' expects 'on' or 'off'"),
+    (["-serial", "chardev:c9"], "qmpd: -serial chardev:c9: chardev 'c9' not found"),
+    (["-chardev", "socket,id=c0"],
+     "qmpd: -chardev socket,id=c0: a socket needs path=PATH or port=PORT"),
+    (["-chardev", "socket,path=/tmp/s"], "qmpd: -chardev socket,path=/tmp/s: Parameter 'id' "
+                                         "is missing"),
+    (["-chardev", "pty,id=p"], "qmpd: -chardev pty,id=p: unknown backend 'pty' (expected "
+                               "null, stdio, file or socket)"),
+    (["-chardev", "socket,id=c,port=x"], "qmpd: -chardev socket,id=c,port=x: invalid port 'x'"),
+    (["-chardev", "null,id=a", "-chardev", "stdio,id=a"],
+     "qmpd: -chardev stdio,id=a: duplicate chardev id 'a'"),
+    # -m, -accel, -guest (the last cases need the whole machine config)
+    (["-m", "lots"], "qmpd: -m lots: Parameter 'size' expects a non-negative number below "
+                     "2^64"),
+    (["-m", "0"], "qmpd: -m 0: memory size must be greater than zero"),
+    (["-m", "0G"], "qmpd: -m 0G: memory size must be greater than zero"),
+    (["-m", "size=1G,slots=2"], "qmpd: -m size=1G,slots=2: Invalid parameter 'slots'"),
+    (["-m", "3M"], "qmpd: -m 3M: memory size must be a multiple of 2M, not 3145728"),
+    (["-m", "1T"], "qmpd: -m 1T: 1048576M exceeds the maximum 64G"),
+    (["-accel", "xen"], "qmpd: -accel xen: invalid accelerator xen"),
+    (["-accel", "kvm,kernel-irqchip=on"],
+     "qmpd: -accel kvm,kernel-irqchip=on: Invalid parameter 'kernel-irqchip'"),
+    (["-guest", "linux"], "qmpd: -guest linux: unknown guest program (expected counter)"),
+    (["-guest", "counter,wss=1X"], "qmpd: -guest counter,wss=1X: Parameter 'wss' expects a "
+                                   "non-negative number below 2^64"),
+    (["-guest", "counter,dirty=abc"],
+     "qmpd: -guest counter,dirty=abc: Parameter 'dirty' expects a number"),
+    (["-guest", "counter,speed=3"], "qmpd: -guest counter,speed=3: Invalid parameter 'speed'"),
+    (["-guest", "counter,wss=6K"],
+     "qmpd: -guest counter,wss=6K: wss must be a positive multiple of 4K, not 6144"),
+    (["-guest", "counter,pace=-1"], "qmpd: -guest counter,pace=-1: pace=-1 is out of range"),
+    (["-m", "64M", "-guest", "counter,wss=64M"],
+     "qmpd: -guest counter,wss=64M: wss=64M does not fit in -m 64M (needs 66M)"),
+    # -name, -pidfile, -incoming
+    (["-name", "vm,colour=red"], "qmpd: -name vm,colour=red: Invalid parameter 'colour'"),
+    (["-name", "vm,debug-threads=maybe"],
+     "qmpd: -name vm,debug-threads=maybe: Parameter 'debug-threads' expects 'on' or 'off'"),
+    (["-pidfile", ""], "qmpd: -pidfile : a file name must be given"),
+    (["-incoming", "garbage"], "qmpd: -incoming garbage: unknown migration protocol "
+                               "(expected tcp:HOST:PORT, unix:PATH or defer)"),
+    (["-incoming", "unix:"], "qmpd: -incoming unix:: a socket path must be given (unix:PATH)"),
+    (["-incoming", "tcp:host"],
+     "qmpd: -incoming tcp:host: host and port must be given as tcp:HOST:PORT"),
 ])
 def test_bad_command_lines_exit_1_with_one_line(args: list[str], message: str) -> None:
     result = run(*args)
-    assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
+
+
+def _resolve_error(host: str) -> str:
+    try:
+        socket.getaddrinfo(host, 4444, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return str(err.strerror)
+    raise AssertionError(f"{host} resolves")
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 someone else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_start_up_failures_name_the_option_and_value(tmp_path: Path, busy_port: int) -> None:
+    missing = tmp_path / "missing"
+    qmp = f"unix:{tmp_path}/q.sock,server=on,wait=off"
+    bad_host = "no-such-host.invalid"
+    cases = [
+        (["-qmp", f"unix:{missing}/q.sock,server=on,wait=off"],
+         f"-qmp unix:{missing}/q.sock,server=on,wait=off: cannot listen: No such file or "
+         "directory"),
+        (["-qmp", f"tcp:{bad_host}:4444,server=on,wait=off"],
+         f"-qmp tcp:{bad_host}:4444,server=on,wait=off: cannot listen: "
+         f"{_resolve_error(bad_host)}"),
+        (["-qmp", f"tcp:127.0.0.1:{busy_port},server=on,wait=off"],
+         f"-qmp tcp:127.0.0.1:{busy_port},server=on,wait=off: cannot listen: Address already "
+         "in use"),
+        (["-qmp", qmp, "-serial", f"unix:{missing}/s.sock,server=on,wait=off"],
+         f"-serial unix:{missing}/s.sock,server=on,wait=off: cannot listen: No such file or "
+         "directory"),
+        (["-qmp", qmp, "-serial", f"unix:{tmp_path}/nobody.sock"],
+         f"-serial unix:{tmp_path}/nobody.sock: cannot connect: No such file or directory"),
+        (["-qmp", qmp, "-chardev", f"socket,id=c0,path={missing}/s.sock,server=on,wait=off",
+          "-serial", "chardev:c0"],
+         f"-chardev socket,id=c0,path={missing}/s.sock,server=on,wait=off: cannot listen: "
+         "No such file or directory"),
+        (["-qmp", qmp, "-serial", f"file:{missing}/out.log"],
+         f"-serial file:{missing}/out.log: cannot open '{missing}/out.log': No such file or "
+         "directory"),
+        (["-qmp", qmp, "-pidfile", f"{missing}/q.pid"],
+         f"-pidfile {missing}/q.pid: cannot write: No such file or directory"),
+        (["-qmp", qmp, "-incoming", f"tcp:127.0.0.1:{busy_port}"],
+         f"-incoming tcp:127.0.0.1:{busy_port}: Failed to bind socket: Address already in use"),
+        (["-qmp", qmp, "-incoming", f"unix:{missing}/m.sock"],
+         f"-incoming unix:{missing}/m.sock: Failed to bind socket to {missing}/m.sock: No such "
+         "file or directory"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"qmpd: {message}\n")
+        assert not (tmp_path / "q.sock").exists()
+
+
+def test_help_describes_every_option() -> None:
+    helped = run("--help").stdout
+    for text in ("-serial SPEC", "null | stdio | file:PATH", "unix:PATH[,server=on][,wait=off]",
+                 "tcp:[HOST]:PORT[,server=on][,wait=off]", "chardev:ID", "-chardev SPEC",
+                 "socket,id=ID,path=PATH[,server=on][,wait=off]", "file,id=ID,path=PATH",
+                 "wss=SIZE", "dirty=N", "pace=N", "check=N", "batch=N",
+                 "-incoming tcp:[HOST]:PORT|unix:PATH|defer"):
+        assert text in helped, text
 
 
 def test_every_option_lands_in_the_config() -> None:
@@ -60,13 +191,20 @@ def test_every_option_lands_in_the_config() -> None:
         "-m", "4G", "-accel", "tcg", "-serial", "unix:/run/s.sock,server=on,wait=off",
         "-serial", "null", "-chardev", "socket,id=c0,path=/run/c.sock,server=on,wait=off",
         "-guest", "counter,wss=16M,dirty=16,pace=0", "-incoming", "defer"])
-    assert [(m.kind, m.path, m.host, m.port, m.wait) for m in config.monitors] == [
-        ("unix", "/run/a.sock", "", 0, False), ("tcp", "", "127.0.0.1", 4444, False)]
+    assert [(m.address, m.wait) for m in config.monitors] == [
+        (SocketAddress("unix", path="/run/a.sock"), False),
+        (SocketAddress("tcp", host="127.0.0.1", port=4444), False)]
     assert (config.name, config.start_paused, config.pidfile, config.daemonize) == \
         ("vm7", True, "/run/q.pid", True)
     assert (config.mem_bytes, config.accel) == (4 << 30, "tcg")
-    assert config.serial == ["unix:/run/s.sock,server=on,wait=off", "null"]
-    assert config.chardev == ["socket,id=c0,path=/run/c.sock,server=on,wait=off"]
+    assert config.serial == [
+        ChardevSpec(backend="socket", spec="unix:/run/s.sock,server=on,wait=off",
+                    address=SocketAddress("unix", path="/run/s.sock"), server=True),
+        ChardevSpec(backend="null", spec="null")]
+    assert config.chardev == [
+        ChardevSpec(backend="socket", option="-chardev", id="c0",
+                    spec="socket,id=c0,path=/run/c.sock,server=on,wait=off",
+                    address=SocketAddress("unix", path="/run/c.sock"), server=True)]
     assert (config.guest, config.incoming) == ("counter,wss=16M,dirty=16,pace=0", "defer")
 
 
@@ -150,12 +288,6 @@ def test_daemonize_returns_once_listening(tmp_path: Path) -> None:
             time.sleep(0.05)
 
 
-def test_bind_failure_exits_1(tmp_path: Path) -> None:
-    result = run("-qmp", f"unix:{tmp_path}/missing/dir/q.sock,server=on,wait=off")
-    assert result.returncode == 1
-    assert result.stderr.startswith("qmpd: ") and "No such file or directory" in result.stderr
-
-
 def test_several_monitors_at_once(tmp_path: Path) -> None:
     second = tmp_path / "second.sock"
     d = start_qmpd(tmp_path, "-qmp", f"unix:{second},server=on,wait=off", "-name", "multi",
@@ -172,3 +304,18 @@ def test_several_monitors_at_once(tmp_path: Path) -> None:
         assert client.at_eof()
     assert d.proc.wait(10) == 0
     assert not second.exists() and not Path(d.path).exists()
+
+
+def test_bad_migration_uris_over_qmp_keep_qemus_texts(tmp_path: Path) -> None:
+    """The address parser the command line uses answers QMP with QEMU 7.2's texts."""
+    texts = {"exec:cat": "Parameter 'uri' expects a valid migration protocol",
+             "unix:": "Failed to parse unix address 'unix:'",
+             "tcp:host": "error parsing address 'host'",
+             "tcp:127.0.0.1:99999": "error parsing address '127.0.0.1:99999'"}
+    for command, args in (("migrate", ["-S"]), ("migrate-incoming", ["-incoming", "defer"])):
+        d = start_qmpd(tmp_path, *args, name=f"{command}.sock")
+        client = Raw(d.path)
+        client.negotiate()
+        for uri, desc in texts.items():
+            assert client.cmd({"execute": command, "arguments": {"uri": uri}}) == error(desc)
+        assert d.stop() == 0
