@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check qmpd tests
 	$(BIN)/mypy --strict qmpd
+	$(BIN)/lint-imports --no-logo
 
 test: $(STAMP) lint
 	$(BIN)/pytest -q
