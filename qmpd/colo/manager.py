@@ -43,6 +43,7 @@ from qmpd.colo.state import (
     ColoStatus,
     FailoverState,
     FailoverStatus,
+    colo_mode_machine,
     colo_status,
 )
 from qmpd.colo.stats import ColoStats
@@ -73,7 +74,7 @@ class ColoManager:
         self._pipelined = pipelined
         self._max_dirty = max_dirty
         self.failover = FailoverState()
-        self.mode = ColoMode.NONE
+        self._mode = colo_mode_machine()
         self.last_mode = ColoMode.NONE
         self.stats = ColoStats()
         self.hash_ram = os.environ.get("QMPD_COLO_HASH") == "1"
@@ -86,6 +87,11 @@ class ColoManager:
         self._failover_t0: float | None = None
         self._batch_reset: asyncio.TimerHandle | None = None
         self._closing = False
+
+    @property
+    def mode(self) -> ColoMode:
+        """This node's COLO mode (``none`` outside COLO)."""
+        return self._mode.state
 
     # Section: entering COLO
 
@@ -135,14 +141,13 @@ class ColoManager:
         if self.mode is not ColoMode.NONE:
             raise ColoError("COLO is already running")
         self.failover.reset()
-        self.mode = mode
+        self._mode.set(mode)
         self._chan = chan
         self._exit.clear()
-        log.info("entering COLO as %s", mode.value)
 
     def _end(self) -> None:
         self.last_mode = self.mode
-        self.mode = ColoMode.NONE
+        self._mode.set(ColoMode.NONE)
         self._chan = None
         self._loop_task = None
 

@@ -1,10 +1,20 @@
 """COLO state: mode, failover status (compare-and-set only), exit reason, status reply.
 
-Names are QEMU's (qapi/migration.json). The failover status is the one shared flag
-between the QMP command ``x-colo-lost-heartbeat`` and the checkpoint loops; it changes
-only through :meth:`FailoverState.cas`, as QEMU's ``failover_set_state(old, new)``::
+Names are QEMU's (qapi/migration.json). Both machines are the generic
+:class:`qmpd.statemachine.StateMachine`; an edge outside their tables raises
+:class:`ColoStateError`.
 
-    none ──request──► require ──bh──► active ──done──► completed
+The mode (:func:`colo_mode_machine`) is ``none`` outside COLO; a session enters one role
+and leaves it back to ``none``::
+
+    none ──enter_primary──► primary ──(left COLO)──► none
+    none ──enter_secondary──► secondary ──(left COLO)──► none
+
+The failover status is the one shared flag between the QMP command
+``x-colo-lost-heartbeat`` and the checkpoint loops; it changes only through
+:meth:`FailoverState.cas`, as QEMU's ``failover_set_state(old, new)``::
+
+    none ──request──► require ──bh──► active ──done──► completed ──(new session)──► none
                                          │
                                          └─(secondary loading a checkpoint)─► relaunch
     relaunch ──(checkpoint applied)──► none   (then the request is made again)
@@ -16,6 +26,9 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from qmpd.errors import ColoError
+from qmpd.statemachine import StateError, StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,26 @@ class ColoExitReason(enum.Enum):
     PROCESSING = "processing"
 
 
+class ColoStateError(StateError, ColoError):
+    """A COLO mode or failover transition outside its table (a bug in the caller)."""
+
+
+_M = ColoMode
+
+#: The only mode transitions allowed.
+MODE_TRANSITIONS: dict[ColoMode, frozenset[ColoMode]] = {
+    _M.NONE: frozenset({_M.PRIMARY, _M.SECONDARY}),
+    _M.PRIMARY: frozenset({_M.NONE}),
+    _M.SECONDARY: frozenset({_M.NONE}),
+}
+
+
+def colo_mode_machine() -> StateMachine[ColoMode]:
+    """This node's COLO mode, ``none`` at first (owned by the COLO manager)."""
+    return StateMachine(ColoMode.NONE, MODE_TRANSITIONS, name="COLO mode",
+                        error=ColoStateError, logger=log)
+
+
 _F = FailoverStatus
 
 #: The only failover transitions allowed.
@@ -60,45 +93,50 @@ FAILOVER_TRANSITIONS: dict[FailoverStatus, frozenset[FailoverStatus]] = {
 
 
 class FailoverState:
-    """The failover status, changed only by compare-and-set.
+    """The failover status, changed only by compare-and-set (there is no ``set``).
 
     Everything runs on the event loop, so a CAS is atomic with respect to every other
     user; the CAS form is kept so that every change states what it expects to replace.
+
+    :param on_change: called ``(old, new)`` after every change.
     """
 
     def __init__(self, on_change: Callable[[FailoverStatus, FailoverStatus], None]
                  | None = None) -> None:
-        self._status = FailoverStatus.NONE
-        self._on_change = on_change
+        self._sm = StateMachine(FailoverStatus.NONE, FAILOVER_TRANSITIONS,
+                                name="failover status", error=ColoStateError, logger=log)
+        if on_change is not None:
+            self._sm.add_listener(on_change)
 
     @property
     def status(self) -> FailoverStatus:
         """The current failover status."""
-        return self._status
+        return self._sm.state
 
     def pending(self) -> bool:
         """True once failover has been requested (any state but ``none``)."""
-        return self._status is not FailoverStatus.NONE
+        return self._sm.state is not FailoverStatus.NONE
 
     def cas(self, old: FailoverStatus, new: FailoverStatus) -> FailoverStatus:
         """Set ``new`` if the status is ``old``; return the status found.
 
-        The caller compares the result with ``old``: equal means the change happened.
-        A transition outside :data:`FAILOVER_TRANSITIONS` is never made.
+        The caller compares the result with ``old``: equal means the change happened;
+        anything else is the current status, unchanged.
+
+        :raise ColoStateError: if ``old -> new`` is not in :data:`FAILOVER_TRANSITIONS`
+            (whatever the current status).
         """
-        found = self._status
-        if found is old and new in FAILOVER_TRANSITIONS[old]:
-            self._status = new
-            log.info("failover status %s -> %s", old.value, new.value)
-            if self._on_change is not None:
-                self._on_change(old, new)
-        return found
+        return self._sm.cas(old, new)
 
     def reset(self) -> None:
-        """Back to ``none`` at the start of a COLO session (``failover_init_state``)."""
-        if self._status is not FailoverStatus.NONE:
-            log.info("failover status %s -> none (init)", self._status.value)
-        self._status = FailoverStatus.NONE
+        """Back to ``none`` at the start of a COLO session (``failover_init_state``).
+
+        :raise ColoStateError: if a failover is still under way (the previous session
+            must have ended in ``completed``, or never failed over).
+        """
+        found = self._sm.cas(FailoverStatus.COMPLETED, FailoverStatus.NONE)
+        if found is not FailoverStatus.COMPLETED and found is not FailoverStatus.NONE:
+            raise ColoStateError(found, FailoverStatus.NONE, self._sm.name)
 
 
 @dataclass(frozen=True)

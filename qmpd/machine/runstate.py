@@ -3,16 +3,17 @@
 Users: the machine controller (stop/cont/reset), migration (inmigrate, finish-migrate,
 postmigrate) and COLO (colo). ``query-status`` reads it. A change goes through
 :meth:`RunStateHolder.set`, which checks the table, logs and calls every listener; an
-illegal transition raises :class:`RunStateError` and changes nothing.
+illegal transition raises :class:`RunStateError` and changes nothing. The machine is the
+generic :class:`qmpd.statemachine.StateMachine`.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 
 from qmpd.errors import MachineError
+from qmpd.statemachine import StateError, StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -65,53 +66,19 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     _R.GUEST_PANICKED: frozenset({_R.PAUSED, _R.FINISH_MIGRATE, _R.PRELAUNCH}),
 }
 
-RunStateListener = Callable[[RunState, RunState], None]
+class RunStateError(StateError, MachineError):
+    """An illegal run-state transition was requested (``old``, ``new``)."""
 
 
-class RunStateError(MachineError):
-    """An illegal run-state transition was requested."""
-
-    def __init__(self, old: RunState, new: RunState) -> None:
-        super().__init__(f"invalid runstate transition: '{old.value}' -> '{new.value}'")
-        self.old = old
-        self.new = new
-
-
-class RunStateHolder:
-    """Holds the current RunState; the only place it changes."""
+class RunStateHolder(StateMachine[RunState]):
+    """Holds the current RunState; the only place it changes (``set``, ``check``,
+    ``add_listener`` as :class:`~qmpd.statemachine.StateMachine`)."""
 
     def __init__(self, initial: RunState = RunState.PRELAUNCH) -> None:
-        self._state = initial
-        self._listeners: list[RunStateListener] = []
-
-    @property
-    def state(self) -> RunState:
-        """The current run state."""
-        return self._state
+        super().__init__(initial, TRANSITIONS, name="runstate", error=RunStateError,
+                         logger=log)
 
     @property
     def is_running(self) -> bool:
         """True in ``running`` only, as QEMU's ``runstate_is_running()``."""
-        return self._state is RunState.RUNNING
-
-    def add_listener(self, listener: RunStateListener) -> None:
-        """Call ``listener(old, new)`` after every transition."""
-        self._listeners.append(listener)
-
-    def check(self, new: RunState) -> None:
-        """Raise :class:`RunStateError` if ``new`` is not reachable from the current state."""
-        if new is not self._state and new not in TRANSITIONS[self._state]:
-            raise RunStateError(self._state, new)
-
-    def set(self, new: RunState) -> None:
-        """Move to ``new``; a no-op if already there.
-
-        :raise RunStateError: if the table does not allow the transition.
-        """
-        if new is self._state:
-            return
-        self.check(new)
-        old, self._state = self._state, new
-        log.info("runstate %s -> %s", old.value, new.value)
-        for listener in self._listeners:
-            listener(old, new)
+        return self.state is RunState.RUNNING

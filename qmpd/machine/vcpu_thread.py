@@ -38,6 +38,7 @@ from qmpd.machine.errors import GuestFault, MachineStateError, VcpuTimeoutError
 from qmpd.machine.kick import set_thread_name
 from qmpd.machine.kvm import exits as ex
 from qmpd.machine.output import OutputRing
+from qmpd.statemachine import StateError, StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ TRANSITIONS: dict[VcpuRunState, frozenset[VcpuRunState]] = {
     _S.FAULTED: frozenset({_S.PAUSED, _S.FINISHED}),
     _S.FINISHED: frozenset(),
 }
+
+
+class VcpuStateError(StateError, MachineStateError):
+    """A vCPU run-state transition outside :data:`TRANSITIONS` (a bug in the run loop)."""
 
 
 class Req(enum.Enum):
@@ -122,7 +127,9 @@ class VcpuThread:
         self.ring = ring
         self.on_fault = on_fault
         self.fault: str | None = None
-        self._state = VcpuRunState.PAUSED
+        #: Changed by the vCPU thread only; other threads only read ``state``.
+        self._sm = StateMachine(VcpuRunState.PAUSED, TRANSITIONS, name="vCPU state",
+                                error=VcpuStateError, logger=log, level=logging.DEBUG)
         #: perf_counter() when the guest last came out of guest mode (vCPU thread only).
         self._exit_at = 0.0
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
@@ -134,7 +141,8 @@ class VcpuThread:
     # ------------------------------------------------------------------ caller side
     @property
     def state(self) -> VcpuRunState:
-        return self._state
+        """Where the vCPU thread is (read from any thread)."""
+        return self._sm.state
 
     @property
     def native_id(self) -> int:
@@ -170,7 +178,7 @@ class VcpuThread:
 
     def _send(self, req: _Request, timeout: float) -> _Request:
         kind = req.kind
-        if self._state is VcpuRunState.FINISHED:
+        if self._sm.state is VcpuRunState.FINISHED:
             raise MachineStateError("the vCPU has finished")
         if threading.get_ident() == self._thread.ident:
             raise MachineStateError(f"'{kind.value}' requested from the vCPU thread itself")
@@ -178,7 +186,7 @@ class VcpuThread:
         deadline = time.monotonic() + timeout
         # Only a running vCPU needs a kick (a paused one is waiting on the queue; only the
         # vCPU thread itself leaves RUNNING, and it then looks at the queue anyway).
-        kick = self._state is VcpuRunState.RUNNING
+        kick = self._sm.state is VcpuRunState.RUNNING
         first = req.out_of_guest if req.alongside is not None else req.done
         while True:
             if kick:
@@ -214,20 +222,12 @@ class VcpuThread:
         return not self._thread.is_alive()
 
     # ------------------------------------------------------------------ vCPU thread
-    def _set_state(self, new: VcpuRunState) -> None:
-        if new is self._state:
-            return
-        if new not in TRANSITIONS[self._state]:
-            raise MachineStateError(
-                f"vCPU cannot go from '{self._state.value}' to '{new.value}'")
-        log.debug("vcpu %s -> %s", self._state.value, new.value)
-        self._state = new
-
     def _main(self) -> None:
         set_thread_name(f"CPU 0/{getattr(self.cpu, 'accel', 'vcpu').upper()}")
         self._started.set()
-        while self._state is not VcpuRunState.FINISHED:
-            if self._state is VcpuRunState.RUNNING:
+        sm = self._sm
+        while (state := sm.state) is not VcpuRunState.FINISHED:
+            if state is VcpuRunState.RUNNING:
                 self.cpu.arm()
                 try:
                     req = self._queue.get_nowait()
@@ -251,11 +251,11 @@ class VcpuThread:
         req.done.set()
 
     def _handle(self, req: _Request) -> object:
-        state = self._state
+        state = self._sm.state
         if req.kind is Req.PAUSE or req.kind is Req.SNAPSHOT:
             stopped = self._exit_at if state is VcpuRunState.RUNNING else time.perf_counter()
             if state is VcpuRunState.RUNNING:
-                self._set_state(VcpuRunState.PAUSED)
+                self._sm.set(VcpuRunState.PAUSED)
             self.ring.drain(force=True)  # pause hands over everything, cap or not
             req.out_of_guest.set()
             try:
@@ -267,24 +267,24 @@ class VcpuThread:
                 # A snapshot runs again even if fn failed: the caller decides what to do,
                 # the guest is not left stopped behind its back.
                 if req.kind is Req.SNAPSHOT and state is VcpuRunState.RUNNING:
-                    self._set_state(VcpuRunState.RUNNING)
+                    self._sm.set(VcpuRunState.RUNNING)
                 req.times = PauseTimes(stopped, time.perf_counter())
         elif req.kind is Req.RESUME:
             if state is VcpuRunState.FAULTED:
                 raise GuestFault(f"the guest has stopped: {self.fault}")
-            self._set_state(VcpuRunState.RUNNING)
+            self._sm.set(VcpuRunState.RUNNING)
         elif req.kind is Req.SYNC:
             return req.fn() if req.fn is not None else None
         elif req.kind is Req.FINISH:
             self.ring.drain(force=True)
-            self._set_state(VcpuRunState.FINISHED)
+            self._sm.set(VcpuRunState.FINISHED)
         else:
             if state is VcpuRunState.RUNNING:
                 raise MachineStateError("the vCPU is running; pause it first")
             result = req.fn() if req.fn is not None else None
             if state is VcpuRunState.FAULTED and req.clears_fault:
                 self.fault = None
-                self._set_state(VcpuRunState.PAUSED)
+                self._sm.set(VcpuRunState.PAUSED)
             return result
         return None
 
@@ -314,6 +314,6 @@ class VcpuThread:
         log.error("vCPU stopped: %s", why)
         self.ring.drain(force=True)
         self.fault = why
-        self._set_state(VcpuRunState.FAULTED)
+        self._sm.set(VcpuRunState.FAULTED)
         if self.on_fault is not None:
             self.on_fault(why)

@@ -181,7 +181,7 @@ class MigrationManager:
         """A task cancelled before its first step ran no handler: finish the status here."""
         if self.outgoing.status is _S.SETUP and task.cancelled():
             self.outgoing.set(_S.CANCELLING)
-        self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED)
+        self.outgoing.cas(_S.CANCELLING, _S.CANCELLED)
 
     async def _run_outgoing(self, uri: str, addr: SocketAddress) -> None:
         was_running = self.runstate.is_running
@@ -209,7 +209,7 @@ class MigrationManager:
             log.error("migration to %s failed: %s", uri, err,
                       exc_info=not isinstance(err, MigrationError | MachineError | OSError))
             self._rollback(source, was_running)
-            if not self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED):
+            if self.outgoing.cas(_S.CANCELLING, _S.CANCELLED) is not _S.CANCELLING:
                 self.outgoing.set(_S.FAILED)
         leftover, self._out_conn = self._out_conn, None
         if self.outgoing.status is _S.COLO and self.colo_hook is not None and source:
@@ -223,14 +223,14 @@ class MigrationManager:
         """Hand the connection to COLO; it owns run state and machine until it returns."""
         try:
             await enter(conn)
-            sm.set_if(_S.COLO, _S.COMPLETED)
+            sm.cas(_S.COLO, _S.COMPLETED)
         except (MigrationError, MachineError, ColoError, OSError) as err:
             log.error("COLO ended with an error: %s", err)
             if sm is self.outgoing:
                 self._error = str(err)
             else:
                 self._in_error = str(err)
-            sm.set_if(_S.COLO, _S.FAILED)
+            sm.cas(_S.COLO, _S.FAILED)
         finally:
             conn.close()
 
@@ -258,7 +258,7 @@ class MigrationManager:
     def _finish_cancel(self) -> None:
         if self.outgoing.status in (_S.SETUP, _S.ACTIVE):
             self.outgoing.set(_S.CANCELLING)
-        self.outgoing.set_if(_S.CANCELLING, _S.CANCELLED)
+        self.outgoing.cas(_S.CANCELLING, _S.CANCELLED)
 
     def cancel(self) -> None:
         """``migrate_cancel``: stop an outgoing migration; a no-op otherwise (QEMU)."""
@@ -354,7 +354,7 @@ class MigrationManager:
     def colo_completed(self) -> None:
         """COLO failover: migration status ``colo → completed`` (either direction)."""
         for sm in (self.outgoing, self.incoming_status):
-            sm.set_if(_S.COLO, _S.COMPLETED)
+            sm.cas(_S.COLO, _S.COMPLETED)
 
     async def aclose(self) -> None:
         """Daemon component protocol: same as :meth:`close`."""

@@ -49,6 +49,7 @@ from qmpd.migration.stream import (
     encode_state,
 )
 from qmpd.migration.transport import MigrationConnection, RpMessage
+from qmpd.statemachine import StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,19 @@ class SourcePhase(enum.Enum):
     FINAL = "final"
     AWAIT_ACK = "await-ack"
     DONE = "done"
+
+
+_P = SourcePhase
+#: Each phase leads to the next one only; a failure leaves the machine where it was.
+PHASES: dict[SourcePhase, frozenset[SourcePhase]] = {
+    _P.SETUP: frozenset({_P.BULK}),
+    _P.BULK: frozenset({_P.ITERATE}),
+    _P.ITERATE: frozenset({_P.STOP}),
+    _P.STOP: frozenset({_P.FINAL}),
+    _P.FINAL: frozenset({_P.AWAIT_ACK}),
+    _P.AWAIT_ACK: frozenset({_P.DONE}),
+    _P.DONE: frozenset(),
+}
 
 
 class DestinationError(MigrationError):
@@ -118,7 +132,8 @@ class PrecopySource:
         self._on_pass = on_pass
         self._global_state = global_state
         self.runstate_at_stop = ""
-        self.phase = SourcePhase.SETUP
+        self._phase = StateMachine(SourcePhase.SETUP, PHASES,
+                                   name="migration source phase", logger=log)
         self.stopped_vm = False
         self.dirty_logging = False
         self._rp_task: asyncio.Task[tuple[int, str]] | None = None
@@ -130,9 +145,10 @@ class PrecopySource:
         self._downtime_start = 0.0
         self._last_sync = time.monotonic()
 
-    def _enter(self, phase: SourcePhase) -> None:
-        log.info("migration source: phase %s -> %s", self.phase.value, phase.value)
-        self.phase = phase
+    @property
+    def phase(self) -> SourcePhase:
+        """The phase the sender is in."""
+        return self._phase.state
 
     # -- the phases ---------------------------------------------------------------
     async def run(self) -> None:
@@ -161,10 +177,10 @@ class PrecopySource:
                 rp.cancel()
             elif rp is not None and not rp.cancelled():
                 rp.exception()  # retrieved: the error, if any, was reported already
-        self._enter(SourcePhase.DONE)
+        self._phase.set(SourcePhase.DONE)
 
     async def _bulk(self) -> None:
-        self._enter(SourcePhase.BULK)
+        self._phase.set(SourcePhase.BULK)
         m = self.machine
         touched = maybe_nonzero(m.pages)
         t0 = time.monotonic()
@@ -179,7 +195,7 @@ class PrecopySource:
         await self._end_pass(t0)
 
     async def _iterate(self) -> npt.NDArray[np.intp]:
-        self._enter(SourcePhase.ITERATE)
+        self._phase.set(SourcePhase.ITERATE)
         m, c = self.machine, self.c
         while True:
             t0 = time.monotonic()
@@ -202,14 +218,14 @@ class PrecopySource:
             await self._end_pass(t0)
 
     def _stop(self) -> None:
-        self._enter(SourcePhase.STOP)
+        self._phase.set(SourcePhase.STOP)
         self._downtime_start = time.monotonic()
         self.runstate_at_stop = self._global_state()  # QEMU's global_state_store()
         self._vm_stop(RunState.FINISH_MIGRATE)
         self.stopped_vm = True
 
     async def _final(self, dirty: npt.NDArray[np.intp]) -> None:
-        self._enter(SourcePhase.FINAL)
+        self._phase.set(SourcePhase.FINAL)
         before = self.conn.bytes_sent
         last = self._harvest()
         dirty = np.union1d(dirty, last).astype(np.intp)
@@ -223,7 +239,7 @@ class PrecopySource:
         self.c.downtime_bytes = self.conn.bytes_sent - before
 
     async def _await_ack(self) -> None:
-        self._enter(SourcePhase.AWAIT_ACK)
+        self._phase.set(SourcePhase.AWAIT_ACK)
         assert self._rp_task is not None
         status, desc = await self._rp_task
         if status != 0:

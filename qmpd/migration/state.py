@@ -15,7 +15,8 @@ Transitions follow QEMU 7.2's ``migrate_set_state`` call sites (migration/migrat
               └────────┴─► cancelling ─► cancelled | failed
     completed | failed | cancelled ─► setup      (a new migration)
 
-The postcopy states exist for name compatibility only; nothing enters them.
+The postcopy states exist for name compatibility only; nothing enters them. The machine
+is the generic :class:`qmpd.statemachine.StateMachine` (``set``, compare-and-set ``cas``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 from collections.abc import Callable
 
 from qmpd.errors import MigrationError
+from qmpd.statemachine import StateError, StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -83,64 +85,42 @@ RUNNING: frozenset[MigrationStatus] = frozenset({
 FINAL: frozenset[MigrationStatus] = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED})
 
 
-class MigrationStateError(MigrationError):
+class MigrationStateError(StateError, MigrationError):
     """An illegal status transition was requested (a bug in the caller)."""
 
-    def __init__(self, old: MigrationStatus, new: MigrationStatus) -> None:
-        super().__init__(f"invalid migration status transition: '{old.value}' -> '{new.value}'")
-        self.old = old
-        self.new = new
 
+class StatusMachine(StateMachine[MigrationStatus]):
+    """One direction's migration status; ``set``/``cas`` are the only ways it changes.
 
-class StatusMachine:
-    """One direction's migration status; :meth:`set` is the only way it changes.
+    Every change is logged and emits ``MIGRATION`` (before any other listener) when
+    ``events_on()`` is true, except that the incoming side's ``setup`` is always emitted
+    (QEMU).
 
-    :param direction: ``"outgoing"`` or ``"incoming"`` (for logs).
-    :param emit: the event sink; ``MIGRATION`` is emitted only when ``events_on()``
-        is true, except that the incoming side's ``setup`` is always emitted (QEMU).
+    :param direction: ``"outgoing"`` or ``"incoming"`` (names the machine in logs).
+    :param emit: the event sink.
     :param events_on: reads capability ``events`` at emit time.
     """
 
     def __init__(self, direction: str, emit: EmitFn, events_on: Callable[[], bool]) -> None:
+        super().__init__(MigrationStatus.NONE, TRANSITIONS,
+                         name=f"{direction} migration status",
+                         error=MigrationStateError, logger=log)
         self.direction = direction
         self._emit = emit
         self._events_on = events_on
-        self._status = MigrationStatus.NONE
-        self._listeners: list[Callable[[MigrationStatus, MigrationStatus], None]] = []
+        self.add_listener(self._emit_event)
 
     @property
     def status(self) -> MigrationStatus:
-        """The current status."""
-        return self._status
+        """The current status (QEMU's word for the state)."""
+        return self.state
 
     @property
     def is_running(self) -> bool:
         """True while a migration is in progress in this direction."""
-        return self._status in RUNNING
+        return self.state in RUNNING
 
-    def add_listener(self, cb: Callable[[MigrationStatus, MigrationStatus], None]) -> None:
-        """Call ``cb(old, new)`` after every transition."""
-        self._listeners.append(cb)
-
-    def set(self, new: MigrationStatus) -> None:
-        """Move to ``new`` (the single ``_set_state``): check, log, emit, notify.
-
-        :raise MigrationStateError: if the table does not allow it.
-        """
-        old = self._status
-        if new not in TRANSITIONS[old]:
-            raise MigrationStateError(old, new)
-        self._status = new
-        log.info("migration %s: %s -> %s", self.direction, old.value, new.value)
+    def _emit_event(self, _old: MigrationStatus, new: MigrationStatus) -> None:
         always = self.direction == "incoming" and new is MigrationStatus.SETUP
         if always or self._events_on():
             self._emit("MIGRATION", {"status": new.value})
-        for cb in self._listeners:
-            cb(old, new)
-
-    def set_if(self, old: MigrationStatus, new: MigrationStatus) -> bool:
-        """Compare-and-set like QEMU's ``migrate_set_state(&state, old, new)``."""
-        if self._status is not old:
-            return False
-        self.set(new)
-        return True

@@ -31,6 +31,7 @@ from typing import Any, Protocol, cast
 from qmpd.qmp.envelope import check_envelope
 from qmpd.qmp.jsonstream import NEED_MORE, JSONStreamer, ParseError
 from qmpd.qmp.wire import error_reply, return_reply
+from qmpd.statemachine import StateMachine
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class QMPSession(asyncio.Protocol):
         self._max_event_backlog = max_event_backlog
         self._stream = JSONStreamer(max_bytes=max_message_bytes)
         self._queue: collections.deque[object] = collections.deque()
-        self._state = SessionState.NEGOTIATION
+        self._sm = StateMachine(SessionState.NEGOTIATION, _TRANSITIONS,
+                                name=f"session {name} state", logger=log,
+                                level=logging.DEBUG)
         self._transport: asyncio.Transport | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
@@ -93,25 +96,17 @@ class QMPSession(asyncio.Protocol):
     @property
     def state(self) -> SessionState:
         """The current session state."""
-        return self._state
+        return self._sm.state
 
     @property
     def negotiated(self) -> bool:
         """True once ``qmp_capabilities`` succeeded: commands and events flow."""
-        return self._state is SessionState.COMMAND
-
-    def _set_state(self, new: SessionState) -> None:
-        if new is self._state:
-            return
-        if new not in _TRANSITIONS[self._state]:
-            raise RuntimeError(f"session {self.name}: {self._state.value} -> {new.value}")
-        log.debug("session %s: %s -> %s", self.name, self._state.value, new.value)
-        self._state = new
+        return self._sm.state is SessionState.COMMAND
 
     def negotiate(self, oob: bool) -> None:
         """Leave negotiation mode (called by ``qmp_capabilities``)."""
         self.oob_enabled = oob
-        self._set_state(SessionState.COMMAND)
+        self._sm.set(SessionState.COMMAND)
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -138,7 +133,7 @@ class QMPSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         log.info("session %s: disconnected%s", self.name, f" ({exc})" if exc else "")
-        self._set_state(SessionState.CLOSED)
+        self._sm.set(SessionState.CLOSED)
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -157,7 +152,7 @@ class QMPSession(asyncio.Protocol):
         stream = self._stream
         queue = self._queue
         more = True
-        while more and self._state is not SessionState.CLOSED and not self._draining:
+        while more and self._sm.state is not SessionState.CLOSED and not self._draining:
             oob = self.oob_enabled
             while len(queue) < QUEUE_MAX:
                 try:
@@ -188,12 +183,12 @@ class QMPSession(asyncio.Protocol):
     def _run_queue(self) -> None:
         queue = self._queue
         while queue and self._task is None and not self._write_paused \
-                and self._state is not SessionState.CLOSED:
+                and self._sm.state is not SessionState.CLOSED:
             self._run(queue.popleft())
 
     def _flow_control(self) -> None:
         transport = self._transport
-        if transport is None or self._state is SessionState.CLOSED:
+        if transport is None or self._sm.state is SessionState.CLOSED:
             return
         want_pause = len(self._queue) >= QUEUE_MAX or self._write_paused or self._draining
         if want_pause and not self._reading_paused:
@@ -255,14 +250,14 @@ class QMPSession(asyncio.Protocol):
             self._write(error_reply(error_class, value, msg_id, has_id))
 
     def _write(self, data: bytes) -> None:
-        if self._transport is not None and self._state is not SessionState.CLOSED:
+        if self._transport is not None and self._sm.state is not SessionState.CLOSED:
             self._transport.write(data)
 
     # -- events and shutdown -------------------------------------------------------
 
     def send_event(self, data: bytes) -> None:
         """Queue one encoded event; only negotiated sessions get events."""
-        if self._state is not SessionState.COMMAND or self._transport is None:
+        if self._sm.state is not SessionState.COMMAND or self._transport is None:
             return
         if self._transport.get_write_buffer_size() > self._max_event_backlog:
             log.warning("session %s: client does not read its events; closing", self.name)

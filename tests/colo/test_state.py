@@ -10,10 +10,12 @@ from qmpd.colo.output import OutputCommit
 from qmpd.colo.state import (
     ColoExitReason,
     ColoMode,
+    ColoStateError,
     FailoverState,
     FailoverStatus,
     colo_status,
 )
+from qmpd.errors import ColoError
 
 F = FailoverStatus
 
@@ -34,10 +36,43 @@ def test_second_request_fails_the_cas_and_changes_nothing() -> None:
     assert fs.status is F.REQUIRE
 
 
-def test_transition_outside_the_table_is_refused() -> None:
+@pytest.mark.parametrize(("path", "old", "new"), [
+    ((), F.NONE, F.COMPLETED),                       # compare matches, edge illegal
+    ((), F.REQUIRE, F.COMPLETED),                    # compare fails, edge illegal
+    (((F.NONE, F.REQUIRE),), F.REQUIRE, F.NONE),
+    (((F.NONE, F.REQUIRE), (F.REQUIRE, F.ACTIVE)), F.ACTIVE, F.NONE),
+])
+def test_an_illegal_failover_transition_raises_and_changes_nothing(
+        path: tuple[tuple[FailoverStatus, FailoverStatus], ...], old: FailoverStatus,
+        new: FailoverStatus) -> None:
+    """Unlike a compare mismatch (which returns the status found), an edge outside the
+    table is never reported as the status the caller expected: it raises."""
+    seen: list[tuple[str, str]] = []
+    fs = FailoverState(on_change=lambda a, b: seen.append((a.value, b.value)))
+    for a, b in path:
+        fs.cas(a, b)
+    before = (fs.status, len(seen))
+    with pytest.raises(ColoStateError) as info:
+        fs.cas(old, new)
+    assert (info.value.old, info.value.new) == (old, new)
+    assert str(info.value) == (f"invalid failover status transition: "
+                               f"'{old.value}' -> '{new.value}'")
+    assert isinstance(info.value, ColoError)
+    assert (fs.status, len(seen)) == before
+
+
+def test_a_new_session_resets_a_completed_failover_only() -> None:
     fs = FailoverState()
-    assert fs.cas(F.NONE, F.COMPLETED) is F.NONE
+    fs.reset()
     assert fs.status is F.NONE
+    for a, b in ((F.NONE, F.REQUIRE), (F.REQUIRE, F.ACTIVE), (F.ACTIVE, F.COMPLETED)):
+        fs.cas(a, b)
+    fs.reset()
+    assert fs.status is F.NONE
+    fs.cas(F.NONE, F.REQUIRE)
+    with pytest.raises(ColoStateError):
+        fs.reset()
+    assert fs.status is F.REQUIRE
 
 
 def test_relaunch_path() -> None:

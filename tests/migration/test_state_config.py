@@ -77,11 +77,22 @@ def test_illegal_transitions_raise_and_change_nothing(path: tuple[MigrationStatu
     assert (sm.status, len(seen)) == before
 
 
-def test_set_if_is_compare_and_set() -> None:
-    sm, _ = machine()
-    assert not sm.set_if(S.ACTIVE, S.COMPLETED)
-    assert sm.set_if(S.NONE, S.SETUP)
+def test_cas_is_compare_and_set() -> None:
+    """As QEMU's migrate_set_state(&s, old, new): the status found is returned."""
+    sm, seen = machine()
+    assert sm.cas(S.ACTIVE, S.COMPLETED) is S.NONE
+    assert (sm.status, seen) == (S.NONE, [])
+    assert sm.cas(S.NONE, S.SETUP) is S.NONE
     assert sm.status is S.SETUP
+    assert seen == [("MIGRATION", {"status": "setup"})]
+
+
+def test_cas_on_an_edge_outside_the_table_raises() -> None:
+    sm, seen = machine()
+    with pytest.raises(MigrationStateError) as info:
+        sm.cas(S.NONE, S.COMPLETED)
+    assert (info.value.old, info.value.new) == (S.NONE, S.COMPLETED)
+    assert (sm.status, seen) == (S.NONE, [])
 
 
 # -- capabilities ---------------------------------------------------------------------
