@@ -28,8 +28,8 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
-from qmpd.machine.config import parse_guest
-from qmpd.machine.guest_check import StreamReport, verify_stream
+# The stream check the tests, the demo and the benchmarks use is the user's command's.
+from qmpd.tools.check_stream import check_stream as check_stream
 
 #: Every qmpd this process started; any still alive at exit is killed (no leaks from a
 #: test run that was interrupted).
@@ -291,12 +291,3 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
             await p.close()
         raise
     return ColoPair(primary, secondary, primary_out, secondary_out)
-
-
-def check_stream(data: bytes, guest: str) -> StreamReport:
-    """Verify an observed output stream of the counter guest started with ``-guest guest``.
-
-    A final partial line (a reader cut mid-record) is ignored.
-    """
-    cfg = parse_guest(guest)
-    return verify_stream(data.split(b"\n")[:-1], d=cfg.dirty_pages, w=cfg.ws_pages)

@@ -95,6 +95,14 @@ def test_the_readme_example_runs_from_the_wheel(installed: Path, tmp_path: Path)
     assert not sock.exists() and not pidfile.exists()
 
 
+def test_the_wheel_installs_the_stream_checker(installed: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    proc = subprocess.run([installed / "bin/qmpd-check-stream", tmp_path / "empty"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={"PATH": str(installed / "bin")}, check=False)
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (1, "BROKEN: no complete record")
+
+
 async def _talk(sock: Path, port: int, proc: subprocess.Popen[bytes]) -> None:
     clients = []
     for address in (str(sock), ("127.0.0.1", port)):
