@@ -39,11 +39,12 @@ def readme_example() -> list[str]:
     return shlex.split(block.group(1).replace("\\\n", " "))
 
 
-def run(*argv: str | Path, **kw: object) -> str:
+def run(*argv: str | Path, cwd: Path | None = None) -> str:
+    """Run a command to completion; its standard output (it must succeed)."""
     proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                          timeout=300, check=False, **kw)  # type: ignore[call-overload]
+                          timeout=300, check=False, cwd=cwd)
     assert proc.returncode == 0, f"{argv}: {proc.stdout}{proc.stderr}"
-    return str(proc.stdout)
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")
