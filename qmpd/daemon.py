@@ -6,8 +6,8 @@ Start-up::
 
     schema.json -> EventBus -> RunStateHolder -> CommandContext
       -> VmStack (machine, serial, migration, COLO; initial run state) on ctx
-      -> handlers + dispatcher (refuses a schema/handler mismatch) -> QMP listeners
-      -> signals -> pidfile -> GC freeze -> "ready" (-daemonize parent exits 0)
+      -> handlers + dispatcher (refuses a schema/handler mismatch) -> pidfile
+      -> QMP listeners -> signals -> GC freeze -> "ready" (-daemonize parent exits 0)
 
 Everything built at start-up (schema, models, handlers, the machine) lives as long as the
 process: it is moved out of the collector's reach (``gc.freeze``), so that a full
@@ -70,6 +70,8 @@ class Daemon:
         self.components: list[tuple[str, Component]] = []
         self.server: QMPServer | None = None
         self.ctx: CommandContext | None = None
+        #: True once -pidfile is written (a failed start-up removes it again)
+        self.pidfile_written = False
         self._stop = asyncio.Event()
         self._cause = "host-signal"
 
@@ -105,6 +107,13 @@ class Daemon:
                            max_event_backlog=config.max_event_backlog)
         self.server = server
         bus.subscribe(lambda ev: server.broadcast(_encode_event(ev)))
+        if config.pidfile:  # before the monitors: whoever sees a socket finds the pidfile
+            try:
+                _write_pidfile(config.pidfile)
+            except OSError as err:
+                raise OptionError("-pidfile", f"cannot write: {os_reason(err)}",
+                                  config.pidfile) from err
+            self.pidfile_written = True
         for monitor in config.monitors:
             if monitor.wait:
                 log.warning("-qmp %s: wait=on is not supported, not waiting", monitor.spec)
@@ -116,12 +125,6 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
-        if config.pidfile:
-            try:
-                _write_pidfile(config.pidfile)
-            except OSError as err:
-                raise OptionError("-pidfile", f"cannot write: {os_reason(err)}",
-                                  config.pidfile) from err
 
     def _on_signal(self, signum: int) -> None:
         # Shutdown first: a closed or broken stderr must not keep qmpd from stopping.
@@ -170,6 +173,9 @@ async def _main(config: DaemonConfig, ready: Callable[[bool], None]) -> int:
         print(f"qmpd: {err}", file=sys.stderr)
         if daemon.server is not None:
             await daemon.server.close_listeners()
+        if daemon.pidfile_written and config.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(config.pidfile)
         ready(False)
         return 1
     gc.collect()

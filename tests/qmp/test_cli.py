@@ -145,7 +145,8 @@ def test_start_up_failures_name_the_option_and_value(tmp_path: Path, busy_port: 
         (["-qmp", f"tcp:{bad_host}:4444,server=on,wait=off"],
          f"-qmp tcp:{bad_host}:4444,server=on,wait=off: cannot listen: "
          f"{_resolve_error(bad_host)}"),
-        (["-qmp", f"tcp:127.0.0.1:{busy_port},server=on,wait=off"],
+        (["-pidfile", f"{tmp_path}/q.pid",
+          "-qmp", f"tcp:127.0.0.1:{busy_port},server=on,wait=off"],
          f"-qmp tcp:127.0.0.1:{busy_port},server=on,wait=off: cannot listen: Address already "
          "in use"),
         (["-qmp", qmp, "-serial", f"unix:{missing}/s.sock,server=on,wait=off"],
@@ -172,6 +173,7 @@ def test_start_up_failures_name_the_option_and_value(tmp_path: Path, busy_port: 
         result = run(*args)
         assert (result.returncode, result.stdout, result.stderr) == (1, "", f"qmpd: {message}\n")
         assert not (tmp_path / "q.sock").exists()
+        assert not (tmp_path / "q.pid").exists()  # written before the monitors, removed
 
 
 def test_help_describes_every_option() -> None:
@@ -319,3 +321,12 @@ def test_bad_migration_uris_over_qmp_keep_qemus_texts(tmp_path: Path) -> None:
         for uri, desc in texts.items():
             assert client.cmd({"execute": command, "arguments": {"uri": uri}}) == error(desc)
         assert d.stop() == 0
+
+
+def test_accel_kvm_without_kvm_names_the_option() -> None:
+    result = subprocess.run([sys.executable, "-m", "qmpd", "-accel", "kvm"], capture_output=True,
+                            text=True, timeout=30, cwd=REPO,
+                            env={**os.environ, "QMPD_KVM_DEVICE": "/dev/nonexistent-kvm"})
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "", "qmpd: -accel kvm: KVM is not available: /dev/nonexistent-kvm: No such file or "
+               "directory\n")
