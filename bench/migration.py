@@ -39,6 +39,7 @@ import numpy as np
 
 from qmpd.machine import GuestConfig, Machine, MachineConfig
 from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vmctl import VmControl
 from qmpd.migration.manager import MigrationManager
 from qmpd.migration.state import FINAL
 
@@ -110,7 +111,7 @@ def make(mem: int, guest: GuestConfig, incoming: bool) -> tuple[Machine, RunStat
                                                                 MigrationManager]:
     m = Machine(MachineConfig(mem_bytes=mem, accel=ACCEL, guest=guest))
     rs = RunStateHolder()
-    mgr = MigrationManager(m, rs, lambda name, data: None)
+    mgr = MigrationManager(m, VmControl(m, rs, lambda n, d: None), lambda name, data: None)
     mgr.config.set_parameters({"max-bandwidth": 0})
     if incoming:
         rs.set(RunState.INMIGRATE)

@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import qmpd
@@ -169,11 +169,19 @@ def check_machine(config: DaemonConfig, argv: list[str]) -> None:
         _fail(f"{err.option} {value}: {err.reason}" if value is not None else str(err))
 
 
+def environment(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``QMPD_*`` variables the layers use, as DaemonConfig fields (read here only)."""
+    return {"kvm_device": env.get("QMPD_KVM_DEVICE") or "/dev/kvm",
+            "colo_hash": env.get("QMPD_COLO_HASH") == "1",
+            "colo_fault": env.get("QMPD_COLO_FAULT", "")}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qmpd`` console script."""
     args = sys.argv[1:] if argv is None else argv
     config = parse_args(args)
     check_machine(config, args)
+    config = config.model_copy(update=environment(os.environ))
     level = os.environ.get("QMPD_LOG", "warning").upper()
     logging.basicConfig(level=getattr(logging, level, logging.WARNING),
                         format="qmpd[%(process)d] %(levelname)s %(name)s: %(message)s")

@@ -89,6 +89,10 @@ class DaemonConfig(BaseModel):
     chardev: list[ChardevSpec] = Field(default_factory=list)
     guest: str | None = None              # -guest counter,wss=16M,...
     incoming: str | None = None           # -incoming URI | defer
+    # The environment (read by qmpd.cli only, passed down by the VM stack):
+    kvm_device: str = "/dev/kvm"          # QMPD_KVM_DEVICE (machine: -accel kvm tests)
+    colo_hash: bool = False               # QMPD_COLO_HASH=1 (COLO: crc32 of RAM per checkpoint)
+    colo_fault: str = ""                  # QMPD_COLO_FAULT (COLO: qmpd.colo.faults)
     schema_path: str = str(DEFAULT_SCHEMA)
     max_message_bytes: int = Field(default=8 * MiB, gt=0)
     max_event_backlog: int = Field(default=8 * MiB, gt=0)

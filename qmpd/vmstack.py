@@ -1,10 +1,14 @@
 """The VM stack: machine, serial chardev, output pump, VM control, migration and COLO.
 
-Built by the composition root (:mod:`qmpd.daemon`) from the command line, and closed
-by it at shutdown as one component. Building order, each step using the ones before::
+Built by the composition root (:mod:`qmpd.daemon`) from the command line (and the
+``QMPD_*`` environment the CLI read into :class:`DaemonConfig`), and closed by it at
+shutdown as one component. Building order, each step given only the ones before::
 
-    Machine(-m, -accel, -guest) -> chardev (-serial/-chardev) -> OutputPump
-      -> VmControl -> ColoManager -> MigrationManager(colo_hook=ColoManager)
+    FaultPlan(QMPD_COLO_FAULT) -> Machine(-m, -accel, -guest, QMPD_KVM_DEVICE)
+      -> chardev (-serial/-chardev) -> OutputPump -> VmControl
+      -> MigrationManager(machine, VmControl)
+      -> ColoManager(..., migration.config, migration.colo_completed, QMPD_COLO_HASH)
+      -> migration.set_colo_hook(colo)
       -> run state: -incoming -> inmigrate (+ listen), -S -> prelaunch, else running
 
 Closing runs the other way: COLO, migration, pump, vCPU and KVM objects, chardev.
@@ -18,6 +22,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from qmpd.colo.faults import FaultPlan
 from qmpd.colo.manager import ColoManager
 from qmpd.config import DaemonConfig
 from qmpd.errors import MachineError, QmpdError
@@ -66,10 +71,11 @@ class VmStack:
             except Exception:  # an event must never break the VM
                 log.exception("emitting %s failed", name)
 
+        faults = FaultPlan(config.colo_fault)
         guest = parse_guest(config.guest) if config.guest else DEFAULT_GUEST
         try:
             machine = Machine(MachineConfig(mem_bytes=config.mem_bytes, accel=config.accel,
-                                            guest=guest))
+                                            guest=guest, kvm_device=config.kvm_device))
         except KvmUnavailableError as err:
             raise OptionError("-accel", str(err), config.accel) from err
         try:
@@ -81,36 +87,10 @@ class VmStack:
         pump = OutputPump(machine.output, chardev.write)
         pump.start(asyncio.get_running_loop())
         vm = VmControl(machine, runstate, emit)
-        migration: MigrationManager | None = None
-
-        def delay_ms() -> int:
-            assert migration is not None
-            return migration.config.int_parameter("x-checkpoint-delay")
-
-        def pipelined() -> bool:
-            assert migration is not None
-            return bool(migration.config.parameter("x-colo-pipeline"))
-
-        def max_dirty() -> int:
-            assert migration is not None
-            return migration.config.int_parameter("x-colo-max-dirty-pages")
-
-        def colo_completed() -> None:
-            assert migration is not None
-            migration.colo_completed()
-
-        colo = ColoManager(machine, vm, pump, emit, delay_ms=delay_ms,
-                           migration_completed=colo_completed, pipelined=pipelined,
-                           max_dirty=max_dirty)
-        migration = MigrationManager(machine, runstate, emit, colo_hook=colo,
-                                     autostart=not config.start_paused)
-        migration.vm = vm
-
-        def on_param(name: str, _value: object) -> None:
-            if name == "x-checkpoint-delay":
-                colo.checkpoint_now()
-
-        migration.config.add_listener(on_param)
+        migration = MigrationManager(machine, vm, emit, autostart=not config.start_paused)
+        colo = ColoManager(machine, vm, pump, emit, migration.config, migration.colo_completed,
+                           hash_ram=config.colo_hash, faults=faults)
+        migration.set_colo_hook(colo)
         loop = asyncio.get_running_loop()
 
         def on_fault(why: str) -> None:

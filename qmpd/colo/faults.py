@@ -14,6 +14,8 @@ primary misbehave at an exact point of one checkpoint transaction:
 
 The kills are real ``SIGKILL`` signals to the real process; this only chooses the
 instant more precisely than an outside timer can. Unset (the default), nothing happens.
+The CLI reads the variable (:mod:`qmpd.cli`, ``DaemonConfig.colo_fault``); the VM stack
+parses it before building anything, so a malformed value stops qmpd at start-up.
 """
 
 from __future__ import annotations
@@ -22,22 +24,28 @@ import os
 import signal
 from collections.abc import Callable
 
+from qmpd.errors import ConfigError
+
 POINTS = frozenset({"kill-idle", "kill-paused", "kill-transfer", "kill-received",
                     "corrupt", "truncate"})
 
 
 class FaultPlan:
-    """The faults requested through the environment."""
+    """The faults requested by a ``QMPD_COLO_FAULT`` value (``""``: none).
 
-    def __init__(self, spec: str | None = None) -> None:
-        spec = os.environ.get("QMPD_COLO_FAULT", "") if spec is None else spec
+    :raise ConfigError: a malformed value, naming the variable and the bad item.
+    """
+
+    def __init__(self, spec: str = "") -> None:
         self._plan: set[tuple[str, int]] = set()
         #: What "kill" does: SIGKILL this process. In-process tests replace it.
         self.kill: Callable[[], None] = lambda: os.kill(os.getpid(), signal.SIGKILL)
         for item in filter(None, spec.split(",")):
             point, _, seq = item.partition(":")
             if point not in POINTS or not seq.isdigit():
-                raise ValueError(f"bad QMPD_COLO_FAULT item {item!r}")
+                raise ConfigError(
+                    f"QMPD_COLO_FAULT={spec}: bad item '{item}' (expected POINT:CHECKPOINT "
+                    f"with POINT one of {', '.join(sorted(POINTS))})")
             self._plan.add((point, int(seq)))
 
     def __bool__(self) -> bool:

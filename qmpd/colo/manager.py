@@ -5,7 +5,12 @@ Entry points:
   migration layer (its COLO hook) once the first migration completed/loaded with
   x-colo on; each returns when this node has left COLO.
 - :meth:`lost_heartbeat` for ``x-colo-lost-heartbeat``.
-- :meth:`query_status`, :meth:`checkpoint_now` (x-checkpoint-delay changed), :meth:`yank`.
+- :meth:`query_status`, :meth:`checkpoint_now` (called when ``x-checkpoint-delay`` is
+  set: the manager listens on the migration parameters it is given), :meth:`yank`.
+
+Built by :mod:`qmpd.vmstack` after the migration manager, whose parameters and
+``colo_completed`` it is given; the VM stack then registers it as that manager's COLO
+hook (no construction cycle).
 
 Failover follows QEMU (migration/colo.c, colo-failover.c)::
 
@@ -28,13 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from qmpd.colo.faults import FaultPlan
 from qmpd.colo.output import OutputCommit
-from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
+from qmpd.colo.ports import ChannelPort, ColoMachine, ParamsPort, PumpPort, VmPort
 from qmpd.colo.primary import ColoPrimary
 from qmpd.colo.secondary import ColoSecondary
 from qmpd.colo.state import (
@@ -58,26 +63,31 @@ Emit = Callable[[str, "dict[str, object] | None"], None]
 TAKEOVER_LOW_LATENCY_S = 0.05
 
 class ColoManager:
-    """The single owner of this node's COLO session."""
+    """The single owner of this node's COLO session.
+
+    :param params: the migration parameters (``x-checkpoint-delay``, ``x-colo-pipeline``,
+        ``x-colo-max-dirty-pages``), read by the primary at each epoch.
+    :param migration_completed: failover's ``colo → completed`` of the migration status.
+    :param hash_ram: record the crc32 of all of RAM at each checkpoint, on both sides
+        (tests; ``QMPD_COLO_HASH=1`` on the command line's environment).
+    :param faults: faults the primary injects (tests; ``QMPD_COLO_FAULT``).
+    """
 
     def __init__(self, machine: ColoMachine, vm: VmPort, pump: PumpPort, emit: Emit,
-                 delay_ms: Callable[[], int],
-                 migration_completed: Callable[[], None],
-                 pipelined: Callable[[], bool] = lambda: True,
-                 max_dirty: Callable[[], int] = lambda: 0) -> None:
+                 params: ParamsPort, migration_completed: Callable[[], None], *,
+                 hash_ram: bool = False, faults: FaultPlan | None = None) -> None:
         self.machine = machine
         self.vm = vm
         self.pump = pump
         self._emit = emit
-        self._delay_ms = delay_ms
+        self.params = params
         self._migration_completed = migration_completed
-        self._pipelined = pipelined
-        self._max_dirty = max_dirty
         self.failover = FailoverState()
         self._mode = colo_mode_machine()
         self.last_mode = ColoMode.NONE
         self.stats = ColoStats()
-        self.hash_ram = os.environ.get("QMPD_COLO_HASH") == "1"
+        self.hash_ram = hash_ram
+        self.faults = FaultPlan() if faults is None else faults
         self._chan: ChannelPort | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._exit = asyncio.Event()
@@ -87,6 +97,11 @@ class ColoManager:
         self._failover_t0: float | None = None
         self._batch_reset: asyncio.TimerHandle | None = None
         self._closing = False
+        params.add_listener(self._on_parameter)
+
+    def _on_parameter(self, name: str, _value: object) -> None:
+        if name == "x-checkpoint-delay":  # QEMU: a new delay re-arms the timer at once
+            self.checkpoint_now()
 
     @property
     def mode(self) -> ColoMode:
@@ -101,9 +116,8 @@ class ColoManager:
         self.pump.hold()
         self.machine.dirty_log_start()
         self._primary = ColoPrimary(chan, self.machine, self.vm, self.pump, self._commit,
-                                    self.failover, self._delay_ms, self.stats,
-                                    hash_ram=self.hash_ram, pipelined=self._pipelined,
-                                    max_dirty=self._max_dirty)
+                                    self.failover, self.params, self.stats,
+                                    hash_ram=self.hash_ram, faults=self.faults)
         await self._run_session(self._primary.run())
         if self._closing:
             return

@@ -2,7 +2,8 @@
 
 COLO is written against these so that it depends on behaviour, not on classes:
 the machine facade of docs/INTERFACES.md, the VM start/stop control, the serial pump,
-and the raw byte channel of the migration connection.
+the raw byte channel of the migration connection, and the migration parameters it
+reads (``x-checkpoint-delay``, ``x-colo-pipeline``, ``x-colo-max-dirty-pages``).
 """
 
 from __future__ import annotations
@@ -126,3 +127,16 @@ class ChannelPort(Protocol):
 
     def abort(self) -> None:
         """Cut the connection now, both directions; pending reads and writes fail."""
+
+
+class ParamsPort(Protocol):
+    """The migration parameters (:class:`qmpd.migration.config.MigrationConfig`)."""
+
+    def parameter(self, name: str) -> object:
+        """The current value of parameter ``name`` (a schema member name)."""
+
+    def int_parameter(self, name: str) -> int:
+        """The current value of an integer parameter."""
+
+    def add_listener(self, cb: Callable[[str, object], None]) -> None:
+        """Call ``cb(name, value)`` after every set of a parameter."""

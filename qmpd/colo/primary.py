@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -51,7 +50,7 @@ from qmpd.colo.blob import Staging
 from qmpd.colo.faults import FaultPlan
 from qmpd.colo.messages import ColoMessage, ColoProtocolError
 from qmpd.colo.output import OutputCommit
-from qmpd.colo.ports import ChannelPort, ColoMachine, PumpPort, VmPort
+from qmpd.colo.ports import ChannelPort, ColoMachine, ParamsPort, PumpPort, VmPort
 from qmpd.colo.state import FailoverState
 from qmpd.colo.stats import CheckpointRecord, ColoStats
 from qmpd.machine.runstate import RunState
@@ -66,29 +65,31 @@ WARM_LEAD_S = 0.001
 
 
 class ColoPrimary:
-    """One COLO session on the primary side."""
+    """One COLO session on the primary side.
+
+    :param params: read at each epoch: ``x-checkpoint-delay`` (the period),
+        ``x-colo-pipeline`` and ``x-colo-max-dirty-pages`` (adaptive epochs).
+    :param hash_ram: record the crc32 of all of RAM at each checkpoint (tests).
+    :param faults: the faults to inject (tests, soak benchmark); none by default.
+    """
 
     def __init__(self, chan: ChannelPort, machine: ColoMachine, vm: VmPort,
                  pump: PumpPort, commit: OutputCommit, failover: FailoverState,
-                 delay_ms: Callable[[], int], stats: ColoStats,
-                 hash_ram: bool = False,
-                 pipelined: Callable[[], bool] = lambda: True,
-                 max_dirty: Callable[[], int] = lambda: 0) -> None:
+                 params: ParamsPort, stats: ColoStats, *, hash_ram: bool = False,
+                 faults: FaultPlan | None = None) -> None:
         self.chan = chan
         self.machine = machine
         self.vm = vm
         self.pump = pump
         self.commit = commit
         self.failover = failover
-        self.delay_ms = delay_ms
+        self.params = params
         self.stats = stats
         self.hash_ram = hash_ram
-        self.pipelined = pipelined
-        self.max_dirty = max_dirty
         self.seq = 0
         self.trigger = asyncio.Event()
         self._staging = Staging()
-        self.faults = FaultPlan()
+        self.faults = FaultPlan() if faults is None else faults
         self._last_blob = 0
         # Dirty pages sampled during the epoch (adaptive epochs only).
         self._acc = np.zeros(0, dtype=bool)
@@ -112,13 +113,16 @@ class ColoPrimary:
         while not self.failover.pending():
             # Like QEMU's timer, re-armed when a checkpoint starts: the period is the
             # delay unless a checkpoint takes longer than that.
-            await self._wait_epoch(last_start + self.delay_ms() / 1000.0)
+            await self._wait_epoch(last_start + self._delay_ms() / 1000.0)
             self.trigger.clear()
             if self.failover.pending():
                 log.info("COLO primary: failover request")
                 return
             last_start = time.monotonic()
             await self.checkpoint()
+
+    def _delay_ms(self) -> int:
+        return self.params.int_parameter("x-checkpoint-delay")
 
     async def _wait_epoch(self, deadline: float) -> None:
         """Wait for the end of the epoch, a trigger, or (adaptive) too many dirty pages.
@@ -137,7 +141,7 @@ class ColoPrimary:
             left = deadline - now
             if left <= 0:
                 return
-            limit = self.max_dirty()
+            limit = self.params.int_parameter("x-colo-max-dirty-pages")
             wake = min(left, SAMPLE_S) if limit else left
             if warm_at is not None:
                 wake = min(wake, max(0.0, warm_at - now))
@@ -188,7 +192,7 @@ class ColoPrimary:
         if self.failover.pending():
             return
         t_start = time.perf_counter()
-        pipelined = self.pipelined()
+        pipelined = bool(self.params.parameter("x-colo-pipeline"))
         # One vCPU round trip: stop, drain, save, harvest, gather, and (pipelined) run
         # again; the guest never waits for this thread.
         (held, dirty_pages, crc), state, times = self.vm.checkpoint(
@@ -234,7 +238,7 @@ class ColoPrimary:
             ram_crc=crc,
             release_latency_ms=None if first_output is None
             else (t_released - first_output) * 1000,
-            overrun=(t_end - t_start) * 1000 > self.delay_ms()))
+            overrun=(t_end - t_start) * 1000 > self._delay_ms()))
 
     async def _send_with_faults(self, seq: int, blob: memoryview) -> None:
         """Send ``blob`` applying the planned faults (see :mod:`qmpd.colo.faults`)."""

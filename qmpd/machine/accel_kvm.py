@@ -16,6 +16,7 @@ from qmpd.machine.kick import kick_signal, kick_thread
 from qmpd.machine.kvm import Kvm
 from qmpd.machine.kvm import exits as ex
 from qmpd.machine.kvm import ioctls as k
+from qmpd.machine.kvm.system import KVM_DEVICE
 from qmpd.machine.kvm.vcpu import SAVED_MSRS
 from qmpd.machine.memory import GuestRam
 from qmpd.machine.state import StateWriter, VcpuState
@@ -34,9 +35,10 @@ class KvmAccel:
     #: KVM_GET_DIRTY_LOG is safe from any thread while the vCPU runs.
     harvest_on_vcpu_thread = False
 
-    def __init__(self, ram: GuestRam, manual_protect: bool = True) -> None:
+    def __init__(self, ram: GuestRam, manual_protect: bool = True,
+                 device: str = KVM_DEVICE) -> None:
         self.ram = ram
-        self.kvm = Kvm()
+        self.kvm = Kvm(device)
         try:
             for cap in (k.Cap.USER_MEMORY, k.Cap.IMMEDIATE_EXIT, k.Cap.XSAVE, k.Cap.XCRS,
                         k.Cap.VCPU_EVENTS):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from qmpd.errors import ConfigError
 from qmpd.machine.errors import MachineConfigError
+from qmpd.machine.kvm.system import KVM_DEVICE
 from qmpd.options import ACCELS, Accel, keyval, parse_size
 
 KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
@@ -89,6 +90,8 @@ class MachineConfig:
     accel: Accel = "kvm:tcg"
     guest: GuestConfig = field(default_factory=GuestConfig)
     hugepages: bool = False
+    #: The KVM device (``$QMPD_KVM_DEVICE``, read by the CLI: tests of -accel kvm errors).
+    kvm_device: str = KVM_DEVICE
 
     def validate(self) -> None:
         """:raise MachineConfigError: for a size of 0, over the host's memory, a working set

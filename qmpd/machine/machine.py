@@ -22,7 +22,6 @@ from qmpd.machine.accel_kvm import KvmAccel
 from qmpd.machine.config import MachineConfig
 from qmpd.machine.errors import KvmUnavailableError, MachineStateError
 from qmpd.machine.guest import guest_image
-from qmpd.machine.kvm.system import kvm_device
 from qmpd.machine.memory import GuestRam
 from qmpd.machine.output import GuestOutput, OutputRing
 from qmpd.machine.vcpu_thread import REQUEST_TIMEOUT, PauseTimes, Req, VcpuRunState, VcpuThread
@@ -44,7 +43,7 @@ def _make_accel(config: MachineConfig, ram: GuestRam) -> Accel:
     for name in [first, *rest]:
         try:
             if name == "kvm":
-                return KvmAccel(ram)
+                return KvmAccel(ram, device=config.kvm_device)
             return _make_tcg(ram)
         except KvmUnavailableError as err:
             errors.append(str(err))
@@ -253,8 +252,8 @@ class Machine:
     # ------------------------------------------------------------------ info
     def query_kvm(self) -> dict[str, bool]:
         """query-kvm: ``enabled`` (KVM runs this guest), ``present`` (KVM is usable here)."""
-        return {"enabled": self.accel == "kvm",
-                "present": self.accel == "kvm" or os.access(kvm_device(), os.R_OK | os.W_OK)}
+        usable = os.access(self.config.kvm_device, os.R_OK | os.W_OK)
+        return {"enabled": self.accel == "kvm", "present": self.accel == "kvm" or usable}
 
     def vcpu_info(self) -> list[dict[str, object]]:
         """query-cpus-fast entries."""

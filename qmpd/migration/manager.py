@@ -62,17 +62,24 @@ class ColoHook(Protocol):
 class MigrationManager:
     """Starts, tracks, cancels and reports migrations (one at a time per direction).
 
+    :param machine: the guest whose RAM and state migrate.
+    :param vm: the VM's start/stop control (the daemon's one; its run state is the
+        process's run state).
+    :param emit: where ``MIGRATION``/``MIGRATION_PASS`` go.
     :param autostart: False when started with ``-S``: the destination ends ``paused``.
+
+    Without a COLO hook (:meth:`set_colo_hook`) a destination refuses a COLO stream and a
+    source with ``x-colo`` on completes as a plain migration.
     """
 
-    def __init__(self, machine: MigratableMachine, runstate: RunStateHolder, emit: EmitFn,
-                 colo_hook: ColoHook | None = None, *, autostart: bool = True) -> None:
+    def __init__(self, machine: MigratableMachine, vm: VmControl, emit: EmitFn, *,
+                 autostart: bool = True) -> None:
         self.machine = machine
-        self.runstate = runstate
-        self.colo_hook = colo_hook
+        self.vm = vm
+        self.runstate: RunStateHolder = vm.runstate
+        self.colo_hook: ColoHook | None = None
         self.autostart = autostart
         self._sink = emit
-        self.vm = VmControl(machine, runstate, self._emit)
         # QEMU 7.2 refuses capability changes only while the *outgoing* migration runs:
         # a destination waiting on -incoming may still set them (COLO's secondary must
         # set x-colo there), and COLO itself does not block them (8.1+ does).
@@ -88,6 +95,10 @@ class MigrationManager:
         self._error: str | None = None
         self._in_error: str | None = None
         self._cancel_requested = False
+
+    def set_colo_hook(self, hook: ColoHook) -> None:
+        """Register COLO: entered when a migration with x-colo completes or loads."""
+        self.colo_hook = hook
 
     def _emit(self, name: str, data: dict[str, object] | None) -> None:
         """Emit an event; a failing sink is logged, never allowed to break a migration."""

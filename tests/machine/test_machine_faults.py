@@ -52,13 +52,14 @@ def test_requests_from_the_vcpu_thread_are_refused(make_machine: MachineFactory)
     assert errors and "vCPU thread" in str(errors[0])
 
 
-def test_kvm_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kvm_missing() -> None:
     """-accel kvm without a usable device: a one-line error; kvm:tcg falls back to tcg."""
-    monkeypatch.setenv("QMPD_KVM_DEVICE", "/dev/nonexistent-kvm")
-    config = MachineConfig(mem_bytes=32 * MiB, accel="kvm", guest=GuestConfig(4 * MiB))
+    config = MachineConfig(mem_bytes=32 * MiB, accel="kvm", guest=GuestConfig(4 * MiB),
+                           kvm_device="/dev/nonexistent-kvm")
     with pytest.raises(KvmUnavailableError, match=r"^KVM is not available: /dev/nonex"):
         Machine(config)
-    with Machine(MachineConfig(mem_bytes=32 * MiB, guest=GuestConfig(4 * MiB))) as m:
+    with Machine(MachineConfig(mem_bytes=32 * MiB, guest=GuestConfig(4 * MiB),
+                               kvm_device="/dev/nonexistent-kvm")) as m:
         assert m.accel == "tcg"
         assert m.query_kvm() == {"enabled": False, "present": False}
         t0 = time.monotonic()

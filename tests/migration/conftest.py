@@ -15,6 +15,7 @@ from qmpd.errors import MachineError
 from qmpd.machine import GuestConfig, Machine, MachineConfig
 from qmpd.machine.guest_check import StreamReport, verify_stream
 from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vmctl import VmControl
 from qmpd.migration.manager import ColoHook, MigrationManager
 from qmpd.migration.state import FINAL
 
@@ -84,8 +85,12 @@ async def make_node() -> AsyncIterator[NodeFactory]:
             pytest.skip(f"accelerator {accel} unavailable: {err}")
         rs = RunStateHolder()
         node = Node(m, rs, None, gc)  # type: ignore[arg-type]
-        node.manager = MigrationManager(m, rs, lambda n, d: node.events.append((n, d)),
-                                        hook, autostart=autostart)
+        def emit(name: str, data: dict[str, object] | None) -> None:
+            node.events.append((name, data))
+
+        node.manager = MigrationManager(m, VmControl(m, rs, emit), emit, autostart=autostart)
+        if hook is not None:
+            node.manager.set_colo_hook(hook)
         if events:
             node.manager.config.set_capabilities([{"capability": "events", "state": True}])
         node.manager.config.set_parameters({"max-bandwidth": 0})

@@ -11,6 +11,7 @@ import sys
 
 from qmpd.machine import GuestConfig, Machine, MachineConfig
 from qmpd.machine.runstate import RunState, RunStateHolder
+from qmpd.machine.vmctl import VmControl
 from qmpd.migration.manager import MigrationManager
 
 
@@ -19,7 +20,8 @@ async def main(uri: str, mem: int, wss: int) -> None:
         wss_bytes=wss, dirty_pages=16, pace=2000)))
     runstate = RunStateHolder()
     runstate.set(RunState.INMIGRATE)
-    manager = MigrationManager(machine, runstate, lambda name, data: None)
+    manager = MigrationManager(machine, VmControl(machine, runstate, lambda n, d: None),
+                               lambda name, data: None)
     manager.incoming(uri)
     print("listening", flush=True)
     await asyncio.Event().wait()

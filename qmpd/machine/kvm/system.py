@@ -13,19 +13,13 @@ from qmpd.machine.kvm.vm import VmFd
 KVM_DEVICE = "/dev/kvm"
 
 
-def kvm_device() -> str:
-    """The KVM device path: ``$QMPD_KVM_DEVICE`` or ``/dev/kvm``."""
-    return os.environ.get("QMPD_KVM_DEVICE") or KVM_DEVICE
-
-
 class Kvm:
-    """An open ``/dev/kvm``.
+    """An open ``/dev/kvm`` (or the device ``path`` names: ``MachineConfig.kvm_device``).
 
     :raise KvmUnavailableError: if the device is missing, inaccessible or speaks another API.
     """
 
-    def __init__(self, path: str | None = None) -> None:
-        path = kvm_device() if path is None else path
+    def __init__(self, path: str = KVM_DEVICE) -> None:
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as err:
