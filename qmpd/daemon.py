@@ -97,7 +97,7 @@ class Daemon:
         self.ctx = ctx
         # The VM stack: machine, serial, migration, COLO (qmpd.vmstack); it also sets the
         # initial run state (inmigrate / prelaunch / running).
-        stack = await VmStack.build(config, runstate, bus.emit)
+        stack = await VmStack.build(config, runstate, bus.emit, schema)
         self.components.append(("vm", stack))
         ctx.machine, ctx.vm = stack.machine, stack.vm
         ctx.migration, ctx.colo = stack.migration, stack.colo

@@ -33,8 +33,10 @@ from qmpd.machine.machine import Machine
 from qmpd.machine.pump import OutputPump
 from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
 from qmpd.machine.vmctl import VmControl
+from qmpd.migration.config import MigrationSpec
 from qmpd.migration.manager import MigrationManager
 from qmpd.options import OptionError
+from qmpd.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,12 @@ class VmStack:
 
     @classmethod
     async def build(cls, config: DaemonConfig, runstate: RunStateHolder,
-                    sink: EmitSink) -> VmStack:
-        """Build and start the stack; events go to ``sink`` (the event bus).
+                    sink: EmitSink, schema: Schema) -> VmStack:
+        """Build and start the stack; events go to ``sink`` (the event bus); migration
+        takes its capabilities and parameters from ``schema``.
 
         :raise MachineError: bad -m/-accel/-guest/-serial, or no usable accelerator.
+        :raise ConfigError: a malformed ``QMPD_COLO_FAULT``.
         """
         def emit(name: str, data: dict[str, object] | None) -> None:
             try:
@@ -87,7 +91,8 @@ class VmStack:
         pump = OutputPump(machine.output, chardev.write)
         pump.start(asyncio.get_running_loop())
         vm = VmControl(machine, runstate, emit)
-        migration = MigrationManager(machine, vm, emit, autostart=not config.start_paused)
+        migration = MigrationManager(machine, vm, emit, autostart=not config.start_paused,
+                                     spec=MigrationSpec(schema))
         colo = ColoManager(machine, vm, pump, emit, migration.config, migration.colo_completed,
                            hash_ram=config.colo_hash, faults=faults)
         migration.set_colo_hook(colo)

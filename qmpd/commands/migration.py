@@ -139,7 +139,9 @@ def info_migrate_capabilities(ctx: CommandContext, args: str) -> str:
                    for c in _manager(ctx).config.query_capabilities())
 
 
-_HMP_PARAMS = (  # QEMU 7.2 hmp_info_migrate_parameters order and units
+#: QEMU 7.2 ``hmp_info_migrate_parameters``: which schema members it prints, in its own
+#: order (not the QMP one) and units; the value is quoted where the unit is "'".
+HMP_PARAMETERS = (
     ("announce-initial", " ms"), ("announce-max", " ms"), ("announce-rounds", ""),
     ("announce-step", " ms"), ("compress-level", ""), ("compress-threads", ""),
     ("compress-wait-thread", ""), ("decompress-threads", ""),
@@ -151,6 +153,9 @@ _HMP_PARAMS = (  # QEMU 7.2 hmp_info_migrate_parameters order and units
     ("multifd-compression", ""), ("xbzrle-cache-size", " bytes"),
     ("max-postcopy-bandwidth", ""), ("tls-authz", "'"),
 )
+#: The MigrationParameters members QEMU 7.2's HMP does not print (the last two are qmpd's).
+HMP_NOT_SHOWN = ("multifd-zlib-level", "multifd-zstd-level", "x-colo-pipeline",
+                 "x-colo-max-dirty-pages")
 
 
 @hmp_info("migrate_parameters", "show current migration parameters")
@@ -158,7 +163,7 @@ def info_migrate_parameters(ctx: CommandContext, args: str) -> str:
     """QEMU 7.2 ``hmp_info_migrate_parameters``."""
     params = _manager(ctx).config.query_parameters()
     lines = []
-    for name, unit in _HMP_PARAMS:
+    for name, unit in HMP_PARAMETERS:
         value = params[name]
         if isinstance(value, bool):
             text = _on(value)

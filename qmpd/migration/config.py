@@ -1,31 +1,33 @@
-"""Migration capabilities and parameters: QEMU 7.2's names, order, defaults and texts.
+"""Migration capabilities and parameters: schema.json's names, order, types and defaults.
 
 Users: the manager (reads them when a migration starts and while it runs), the QMP
 handlers (``query-/migrate-set-capabilities``, ``query-/migrate-set-parameters``) and
-COLO (listens for ``x-checkpoint-delay``). Values are validated whole before any is
-applied, as QEMU's ``migrate_params_test_apply`` + ``migrate_params_check``: a refused
-request changes nothing. The one deliberate difference from QEMU 7.2 is the default
-``x-checkpoint-delay`` of 200 ms (QEMU 2.8's; 7.2 has 20000).
+COLO (reads its parameters at each epoch; listens for ``x-checkpoint-delay``).
+
+One source, schema.json (:class:`MigrationSpec`): the capabilities are the enum
+``MigrationCapability`` (QEMU 7.2's, in its order); the parameters are the members of
+``MigrationParameters`` with their ``default``; a request is type-checked by the
+compiled argument visitor of ``migrate-set-capabilities`` / ``migrate-set-parameters``
+(QEMU's input-visitor texts). What this module adds is QEMU 7.2's range rules
+(``migrate_params_check``, its order and texts) and which capabilities qmpd
+implements. Values are validated whole before any is applied, as QEMU's
+``migrate_params_test_apply`` + ``migrate_params_check``: a refused request changes
+nothing. The one deliberate difference from QEMU 7.2 is the default
+``x-checkpoint-delay`` of 200 ms (QEMU 2.8's; 7.2 has 20000), stated in schema.json.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
-from qmpd.errors import QMPError
+from qmpd.errors import ArgumentRangeError, ArgumentValueError, MigrationError
+from qmpd.schema import Schema, SchemaError
+from qmpd.schema import load as load_schema
 
 log = logging.getLogger(__name__)
-
-#: Every MigrationCapability of QEMU 7.2, in its schema order.
-CAPABILITIES: Final[tuple[str, ...]] = (
-    "xbzrle", "rdma-pin-all", "auto-converge", "zero-blocks", "compress", "events",
-    "postcopy-ram", "x-colo", "release-ram", "block", "return-path",
-    "pause-before-switchover", "multifd", "dirty-bitmaps", "postcopy-blocktime",
-    "late-block-activate", "x-ignore-shared", "validate-uuid", "background-snapshot",
-    "zero-copy-send", "postcopy-preempt",
-)
 
 #: The capabilities qmpd implements; the others may only be set to false.
 #: ``return-path``: qmpd always opens the return path (the source completes only after
@@ -34,137 +36,121 @@ IMPLEMENTED_CAPABILITIES: Final[frozenset[str]] = frozenset({"events", "x-colo",
 
 MIGRATION_IN_PROGRESS: Final = "There's a migration process in progress"
 
-_U8, _U32, _U64 = (1 << 8) - 1, (1 << 32) - 1, (1 << 64) - 1
 MAX_MIGRATE_DOWNTIME_MS: Final = 2000 * 1000
 
-# name -> (kind, default); kind is the QAPI type. Order = QEMU 7.2 MigrationParameters.
-_PARAMS: Final[dict[str, tuple[str, object]]] = {
-    "announce-initial": ("size", 50),
-    "announce-max": ("size", 550),
-    "announce-rounds": ("size", 5),
-    "announce-step": ("size", 100),
-    "compress-level": ("uint8", 1),
-    "compress-threads": ("uint8", 8),
-    "compress-wait-thread": ("bool", True),
-    "decompress-threads": ("uint8", 2),
-    "throttle-trigger-threshold": ("uint8", 50),
-    "cpu-throttle-initial": ("uint8", 20),
-    "cpu-throttle-increment": ("uint8", 10),
-    "cpu-throttle-tailslow": ("bool", False),
-    "tls-creds": ("str", ""),
-    "tls-hostname": ("str", ""),
-    "tls-authz": ("str", ""),
-    "max-bandwidth": ("size", 32 << 20),
-    "downtime-limit": ("uint64", 300),
-    "x-checkpoint-delay": ("uint32", 200),
-    "block-incremental": ("bool", False),
-    "multifd-channels": ("uint8", 2),
-    "xbzrle-cache-size": ("size", 64 << 20),
-    "max-postcopy-bandwidth": ("size", 0),
-    "max-cpu-throttle": ("uint8", 99),
-    "multifd-compression": ("enum", "none"),
-    "multifd-zlib-level": ("uint8", 1),
-    "multifd-zstd-level": ("uint8", 1),
-    # qmpd extension: pipelined COLO checkpoints (False = QEMU's transaction order).
-    "x-colo-pipeline": ("bool", True),
-    # qmpd extension: start a COLO checkpoint early once this many pages are dirty (0: off).
-    "x-colo-max-dirty-pages": ("uint64", 0),
-}
-PARAMETERS: Final[tuple[str, ...]] = tuple(_PARAMS)
-MULTIFD_COMPRESSION: Final = ("none", "zlib", "zstd")
+#: ``accepts(value, merged parameters)``
+Accepts = Callable[[int, Mapping[str, Any]], bool]
+
+
+def _between(low: int, high: int) -> Accepts:
+    return lambda value, _params: low <= value <= high
+
+
+def _power_of_two_page(value: int, _params: Mapping[str, Any]) -> bool:
+    return value >= 4096 and not value & (value - 1)
+
+
+def _from_initial_to_99(value: int, params: Mapping[str, Any]) -> bool:
+    initial: int = params["cpu-throttle-initial"]
+    return initial <= value <= 99
+
+
+#: QEMU 7.2 ``migrate_params_check``, in its order: (member, accepts, what QEMU says it
+#: expects). The text names the member in C style (``compress_level``), as QEMU does.
+RANGE_RULES: Final[tuple[tuple[str, Accepts, str], ...]] = (
+    ("compress-level", _between(0, 9), "a value between 0 and 9"),
+    ("compress-threads", _between(1, 255), "a value between 1 and 255"),
+    ("decompress-threads", _between(1, 255), "a value between 1 and 255"),
+    ("throttle-trigger-threshold", _between(1, 100), "an integer in the range of 1 to 100"),
+    ("cpu-throttle-initial", _between(1, 99), "an integer in the range of 1 to 99"),
+    ("cpu-throttle-increment", _between(1, 99), "an integer in the range of 1 to 99"),
+    ("downtime-limit", _between(0, MAX_MIGRATE_DOWNTIME_MS),
+     "an integer in the range of 0 to (2000 * 1000) ms"),
+    ("multifd-channels", _between(1, 255), "a value between 1 and 255"),
+    ("multifd-zlib-level", _between(0, 9), "a value between 0 and 9"),
+    ("multifd-zstd-level", _between(0, 20), "a value between 0 and 20"),
+    ("xbzrle-cache-size", _power_of_two_page,
+     "a power of two no less than the target page size"),
+    ("max-cpu-throttle", _from_initial_to_99,
+     "an integer in the range of cpu_throttle_initial to 99"),
+    ("announce-initial", _between(0, 100000), "a value between 0 and 100000"),
+    ("announce-max", _between(0, 100000), "a value between 0 and 100000"),
+    ("announce-rounds", _between(0, 1000), "a value between 0 and 1000"),
+    ("announce-step", _between(1, 10000), "a value between 0 and 10000"),
+)
 
 ParamListener = Callable[[str, object], None]
 
 
-def _expects(name: str, what: str) -> QMPError:
-    return QMPError(f"Parameter '{name}' expects {what}")
+class UnsupportedCapabilityError(ArgumentValueError):
+    """A capability qmpd does not implement, set to true (``value`` names it)."""
+
+    def __str__(self) -> str:
+        return f"Migration capability '{self.value}' is not supported by qmpd"
 
 
-def _visit(name: str, kind: str, value: object) -> object:
-    """Type-check one member like QEMU's QObject input visitor (qapi/qobject-input-visitor.c)."""
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise QMPError(f"Invalid parameter type for '{name}', expected: boolean")
-        return value
-    if kind == "str":
-        if value is None:  # StrOrNull: null resets to ""
-            return ""
-        if not isinstance(value, str):
-            raise QMPError(f"Invalid parameter type for '{name}', expected: string")
-        return value
-    if kind == "enum":
-        if not isinstance(value, str):
-            raise QMPError(f"Invalid parameter type for '{name}', expected: string")
-        if value not in MULTIFD_COMPRESSION:
-            raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise QMPError(f"Invalid parameter type for '{name}', expected: integer")
-    if value < -(1 << 63) or value > _U64:
-        raise _expects(name, "uint64" if kind in ("uint64", "size") else f"{kind}_t")
-    as_u64 = value & _U64  # QEMU casts negative int64 input to uint64
-    limit = {"uint8": _U8, "uint32": _U32}.get(kind)
-    if limit is not None and as_u64 > limit:
-        raise _expects(name, f"{kind}_t")
-    return as_u64
+class MigrationSpec:
+    """What schema.json says about migration capabilities and parameters.
+
+    :raise SchemaError: a parameter without a default, ``migrate-set-parameters`` not
+        listing exactly the ``MigrationParameters`` members in their order, or a
+        capability or range rule naming something the schema does not have.
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        index = schema.index
+        #: Every MigrationCapability, in the schema's (QEMU 7.2's) order.
+        self.capabilities: tuple[str, ...] = tuple(index.types["MigrationCapability"].values)
+        members = index.types["MigrationParameters"].members
+        #: Every parameter, in the schema's (QEMU 7.2's) order.
+        self.parameters: tuple[str, ...] = tuple(m.name for m in members)
+        #: Each parameter's value before any set.
+        self.defaults: dict[str, object] = {m.name: m.default for m in members}
+        #: ``check(arguments) -> arguments``: the commands' argument visitors.
+        self.check_capabilities = schema.arg_checkers["migrate-set-capabilities"]
+        self.check_parameters = schema.arg_checkers["migrate-set-parameters"]
+        missing = [name for name, value in self.defaults.items() if value is None]
+        if missing:
+            raise SchemaError(f"MigrationParameters: no default for {missing}")
+        settable = tuple(m.name for m in index.commands["migrate-set-parameters"].members)
+        if settable != self.parameters:
+            raise SchemaError("migrate-set-parameters must list the MigrationParameters "
+                              "members in their order")
+        unknown = (IMPLEMENTED_CAPABILITIES - set(self.capabilities)) | \
+            {name for name, _, _ in RANGE_RULES if name not in self.defaults}
+        if unknown:
+            raise SchemaError(f"migration config names {sorted(unknown)}, not in the schema")
 
 
-def _check(p: Mapping[str, object]) -> None:
-    """QEMU 7.2 ``migrate_params_check`` over the merged set, in QEMU's order and texts."""
+@functools.cache
+def default_spec() -> MigrationSpec:
+    """The spec of the schema.json shipped with qmpd (loaded once per process)."""
+    return MigrationSpec(load_schema())
 
-    def num(name: str) -> int:
-        v = p[name]
-        assert isinstance(v, int)
-        return v
 
-    def bad(cname: str, what: str) -> QMPError:
-        return _expects(cname, what)
+def check_ranges(params: Mapping[str, Any]) -> None:
+    """QEMU 7.2 ``migrate_params_check`` over a whole (merged) parameter set.
 
-    if num("compress-level") > 9:
-        raise bad("compress_level", "a value between 0 and 9")
-    if num("compress-threads") < 1:
-        raise bad("compress_threads", "a value between 1 and 255")
-    if num("decompress-threads") < 1:
-        raise bad("decompress_threads", "a value between 1 and 255")
-    if not 1 <= num("throttle-trigger-threshold") <= 100:
-        raise bad("throttle_trigger_threshold", "an integer in the range of 1 to 100")
-    if not 1 <= num("cpu-throttle-initial") <= 99:
-        raise bad("cpu_throttle_initial", "an integer in the range of 1 to 99")
-    if not 1 <= num("cpu-throttle-increment") <= 99:
-        raise bad("cpu_throttle_increment", "an integer in the range of 1 to 99")
-    if num("downtime-limit") > MAX_MIGRATE_DOWNTIME_MS:
-        raise bad("downtime_limit", "an integer in the range of 0 to (2000 * 1000) ms")
-    if num("multifd-channels") < 1:
-        raise bad("multifd_channels", "a value between 1 and 255")
-    if num("multifd-zlib-level") > 9:
-        raise bad("multifd_zlib_level", "a value between 0 and 9")
-    if num("multifd-zstd-level") > 20:
-        raise bad("multifd_zstd_level", "a value between 0 and 20")
-    xbz = num("xbzrle-cache-size")
-    if xbz < 4096 or xbz & (xbz - 1):
-        raise bad("xbzrle_cache_size", "a power of two no less than the target page size")
-    if not num("cpu-throttle-initial") <= num("max-cpu-throttle") <= 99:
-        raise bad("max_cpu_throttle", "an integer in the range of cpu_throttle_initial to 99")
-    if num("announce-initial") > 100000:
-        raise bad("announce_initial", "a value between 0 and 100000")
-    if num("announce-max") > 100000:
-        raise bad("announce_max", "a value between 0 and 100000")
-    if num("announce-rounds") > 1000:
-        raise bad("announce_rounds", "a value between 0 and 1000")
-    if not 1 <= num("announce-step") <= 10000:
-        raise bad("announce_step", "a value between 0 and 10000")
+    :raise ArgumentRangeError: for the first rule (in QEMU's order) that fails.
+    """
+    for name, accepts, expects in RANGE_RULES:
+        if not accepts(params[name], params):
+            raise ArgumentRangeError(name.replace("-", "_"), expects)
 
 
 class MigrationConfig:
     """Capabilities and parameters of this process's migrations.
 
-    :param is_running: tells whether a migration (or COLO) is in progress; capability
+    :param spec: what the schema says (default: the shipped schema.json's).
+    :param is_running: tells whether an outgoing migration is in progress; capability
         changes are refused then, with QEMU's text.
     """
 
-    def __init__(self, is_running: Callable[[], bool] = lambda: False) -> None:
-        self._caps: dict[str, bool] = dict.fromkeys(CAPABILITIES, False)
-        self._params: dict[str, object] = {k: d for k, (_, d) in _PARAMS.items()}
+    def __init__(self, *, spec: MigrationSpec | None = None,
+                 is_running: Callable[[], bool] = lambda: False) -> None:
+        self.spec = default_spec() if spec is None else spec
+        self._caps: dict[str, bool] = dict.fromkeys(self.spec.capabilities, False)
+        self._params: dict[str, Any] = dict(self.spec.defaults)
         self._is_running = is_running
         self._listeners: list[ParamListener] = []
 
@@ -180,41 +166,31 @@ class MigrationConfig:
     def set_capabilities(self, caps: Sequence[Mapping[str, object]]) -> None:
         """``migrate-set-capabilities``: all or nothing.
 
-        :raise QMPError: migration in progress, unknown name, bad type, or an
-            unimplemented capability set to true.
+        :raise ArgumentError: a malformed list (QEMU's visitor texts), or
+            :class:`UnsupportedCapabilityError` for an unimplemented one set to true.
+        :raise MigrationError: an outgoing migration is in progress.
         """
+        checked = self.spec.check_capabilities({"capabilities": [dict(c) for c in caps]})
         if self._is_running():
-            raise QMPError(MIGRATION_IN_PROGRESS)
+            raise MigrationError(MIGRATION_IN_PROGRESS)
         new = dict(self._caps)
-        for i, item in enumerate(caps):
-            name, state = item.get("capability"), item.get("state")
-            where = f"capabilities[{i}]"
-            if name is None:
-                raise QMPError(f"Parameter '{where}.capability' is missing")
-            if state is None:
-                raise QMPError(f"Parameter '{where}.state' is missing")
-            if not isinstance(name, str):
-                raise QMPError(f"Invalid parameter type for '{where}.capability', "
-                               "expected: string")
-            if name not in self._caps:
-                raise QMPError(f"Parameter '{where}.capability' does not accept value '{name}'")
-            if not isinstance(state, bool):
-                raise QMPError(f"Invalid parameter type for '{where}.state', expected: boolean")
+        for i, item in enumerate(checked["capabilities"]):
+            name, state = item["capability"], item["state"]
             if state and name not in IMPLEMENTED_CAPABILITIES:
-                raise QMPError(f"Migration capability '{name}' is not supported by qmpd")
+                raise UnsupportedCapabilityError(f"capabilities[{i}].capability", name)
             new[name] = state
         self._caps = new
 
     # -- parameters ---------------------------------------------------------------
     def parameter(self, name: str) -> object:
         """The value of parameter ``name``."""
-        return self._params[name]
+        value: object = self._params[name]
+        return value
 
     def int_parameter(self, name: str) -> int:
         """An integer parameter's value."""
-        v = self._params[name]
-        assert isinstance(v, int)
-        return v
+        value: int = self._params[name]
+        return value
 
     def query_parameters(self) -> dict[str, object]:
         """``query-migrate-parameters``: every parameter, QEMU 7.2's order."""
@@ -223,15 +199,13 @@ class MigrationConfig:
     def set_parameters(self, args: Mapping[str, object]) -> None:
         """``migrate-set-parameters``: validate the merged set, then apply and notify.
 
-        :raise QMPError: an unknown member, a bad type, or a range check failing.
+        :raise ArgumentError: an unknown member or a bad type (QEMU's visitor texts),
+            or :class:`ArgumentRangeError` from QEMU's range rules.
         """
         merged = dict(self._params)
-        for name, value in args.items():
-            spec = _PARAMS.get(name)
-            if spec is None:
-                raise QMPError(f"Parameter '{name}' is unexpected")
-            merged[name] = _visit(name, spec[0], value)
-        _check(merged)
+        for name, value in self.spec.check_parameters(dict(args)).items():
+            merged[name] = "" if value is None else value  # StrOrNull: null resets to ""
+        check_ranges(merged)
         self._params = merged
         for name in args:  # QEMU reacts to every set, changed or not
             log.info("migration parameter %s = %r", name, merged[name])

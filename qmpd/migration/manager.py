@@ -32,7 +32,7 @@ from typing import Protocol
 from qmpd.errors import ColoError, MachineError, MigrationError, QMPError
 from qmpd.machine.runstate import RunState, RunStateHolder
 from qmpd.machine.vmctl import VmControl
-from qmpd.migration.config import MIGRATION_IN_PROGRESS, MigrationConfig
+from qmpd.migration.config import MIGRATION_IN_PROGRESS, MigrationConfig, MigrationSpec
 from qmpd.migration.destination import PrecopyDestination
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
@@ -67,13 +67,15 @@ class MigrationManager:
         process's run state).
     :param emit: where ``MIGRATION``/``MIGRATION_PASS`` go.
     :param autostart: False when started with ``-S``: the destination ends ``paused``.
+    :param spec: capabilities and parameters from the daemon's schema (default: the
+        shipped schema.json's).
 
     Without a COLO hook (:meth:`set_colo_hook`) a destination refuses a COLO stream and a
     source with ``x-colo`` on completes as a plain migration.
     """
 
     def __init__(self, machine: MigratableMachine, vm: VmControl, emit: EmitFn, *,
-                 autostart: bool = True) -> None:
+                 autostart: bool = True, spec: MigrationSpec | None = None) -> None:
         self.machine = machine
         self.vm = vm
         self.runstate: RunStateHolder = vm.runstate
@@ -83,7 +85,7 @@ class MigrationManager:
         # QEMU 7.2 refuses capability changes only while the *outgoing* migration runs:
         # a destination waiting on -incoming may still set them (COLO's secondary must
         # set x-colo there), and COLO itself does not block them (8.1+ does).
-        self.config = MigrationConfig(is_running=lambda: self.outgoing.is_running)
+        self.config = MigrationConfig(spec=spec, is_running=lambda: self.outgoing.is_running)
         events = lambda: self.config.capability("events")  # noqa: E731
         self.outgoing = StatusMachine("outgoing", self._emit, events)
         self.incoming_status = StatusMachine("incoming", self._emit, events)

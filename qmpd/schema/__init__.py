@@ -28,7 +28,11 @@ Each ENTRY has exactly one kind key naming it, plus ``doc`` (text), ``since``
 MEMBERS is an object ``{"name": TYPE, "*optional": TYPE, "m": {"type": TYPE,
 "doc": "...", "features": [...]}}``. TYPE is a builtin (``str``, ``bool``,
 ``number``, ``null``, ``any``, ``int``, ``int8``..``int64``, ``uint8``..``uint64``,
-``size``), a defined type name, or ``["Element"]`` for an array.
+``size``), a defined type name, or ``["Element"]`` for an array. An optional member
+of a struct may carry ``"default": VALUE``, the value it has until set (every
+``MigrationParameters`` member has one: :mod:`qmpd.migration.config` takes its
+defaults from there); loading checks the value against the member's type, as an
+argument would be, and refuses a ``default`` anywhere else.
 
 Adding a command: add its entry (with an example) here AND a handler with
 ``@command("name")`` in a module listed in :mod:`qmpd.commands`; the daemon refuses
@@ -56,6 +60,7 @@ class Schema:
         self.index = index
         self.models = ModelBuilder(index)
         compiler = VisitorCompiler(index)
+        _check_defaults(index, compiler)
         #: command name -> ``check(arguments) -> dict`` (QEMU texts on error)
         self.arg_checkers: dict[str, Callable[[Any], Any]] = {
             name: compile_arguments(compiler, d.args_type)
@@ -84,6 +89,25 @@ class Schema:
             self.models.adapter(d.args_type).validate_python(data or {})
         except ValueError as err:
             raise SchemaError(f"event {name}: bad data: {err}") from err
+
+
+def _check_defaults(index: SchemaIndex, compiler: VisitorCompiler) -> None:
+    """Every member ``default`` passes its type's check unchanged.
+
+    :raise SchemaError: naming the member and the check's text.
+    """
+    for d in index.types.values():
+        for m in d.members:
+            if m.default is None:
+                continue
+            try:
+                value = compiler.compile(m.type)(m.default, m.name, m.name)
+            except ArgumentError as err:
+                raise SchemaError(f"{d.name}.{m.name}: bad default {m.default!r}: "
+                                  f"{err}") from err
+            if value != m.default:
+                raise SchemaError(f"{d.name}.{m.name}: bad default {m.default!r}: it "
+                                  f"reads as {value!r}")
 
 
 def load(path: Path | str = DEFAULT_SCHEMA) -> Schema:

@@ -34,13 +34,19 @@ class SchemaError(QmpdError):
 
 @dataclass(frozen=True)
 class Member:
-    """One member of an object type: QMP name, type reference ("[T]" for arrays)."""
+    """One member of an object type: QMP name, type reference ("[T]" for arrays).
+
+    ``default``: the value an optional struct member has when nobody set it (schema key
+    ``"default"``; None when the schema gives none). The Schema checks it against the
+    member's type.
+    """
 
     name: str
     type: str
     optional: bool = False
     doc: str = ""
     features: tuple[str, ...] = ()
+    default: Any = None
 
 
 @dataclass
@@ -90,7 +96,8 @@ def _typeref(raw: Any, where: str) -> str:
     raise SchemaError(f"{where}: bad type reference {raw!r}")
 
 
-def _members(raw: Any, where: str) -> list[Member]:
+def _members(raw: Any, where: str, defaults: bool = False) -> list[Member]:
+    """Parse MEMBERS; ``defaults``: a ``"default"`` is allowed (optional struct members)."""
     if not isinstance(raw, dict):
         raise SchemaError(f"{where}: 'data' must be an object of members")
     members = []
@@ -98,9 +105,13 @@ def _members(raw: Any, where: str) -> list[Member]:
         optional = key.startswith("*")
         name = key[1:] if optional else key
         if isinstance(spec, dict):
+            default = spec.get("default")
+            if "default" in spec and (default is None or not (defaults and optional)):
+                raise SchemaError(f"{where}.{name}: a 'default' must be a value, on an "
+                                  "optional member of a struct")
             members.append(Member(name, _typeref(spec.get("type"), f"{where}.{name}"),
                                   optional, str(spec.get("doc", "")),
-                                  tuple(spec.get("features", ()))))
+                                  tuple(spec.get("features", ())), default))
         else:
             members.append(Member(name, _typeref(spec, f"{where}.{name}"), optional))
     return members
@@ -123,7 +134,7 @@ def _parse(entry: dict[str, Any]) -> Definition:
     d = Definition(kind, name, entry["doc"], entry["since"], features)
     data = entry.get("data")
     if kind in ("command", "event", "struct"):
-        d.members = _members(data or {}, where)
+        d.members = _members(data or {}, where, defaults=kind == "struct")
         if kind == "struct" and "base" in entry:
             d.base = [Member("*base", str(entry["base"]))]  # resolved in _resolve_bases
     if kind == "command":

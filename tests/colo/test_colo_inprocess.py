@@ -262,3 +262,19 @@ async def test_second_lost_heartbeat_is_refused_with_qemus_text(pair: Pair) -> N
         p.colo.lost_heartbeat()
     assert (err.value.error_class, err.value.desc) == (
         "GenericError", "The feature 'colo' is not enabled")
+
+
+async def test_pipeline_decides_when_the_guest_runs_again(pair: Pair) -> None:
+    """``x-colo-pipeline``: on, the guest runs again once its checkpoint is staged, while
+    the secondary receives and acknowledges it; off (QEMU's order), it stays stopped
+    until the secondary has loaded the checkpoint."""
+    p = pair.primary
+    await _wait(lambda: p.colo.stats.checkpoints >= 8)
+    records = list(p.colo.stats.last)[1:]
+    # How long the round trip went on after the guest was let go.
+    after = sorted(r.round_trip_ms - r.stop_ms - r.pause_ms for r in records)
+    median = after[len(after) // 2]
+    if p.colo.params.parameter("x-colo-pipeline"):
+        assert after[0] > 0 and median > 0.2, after  # transfer + acknowledgement: ms
+    else:
+        assert median < 0.05, after  # two clock reads after the start

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from qmpd.errors import ArgumentRangeError, QMPError
+from qmpd.errors import ArgumentRangeError, MigrationError, QMPError
 from qmpd.machine.runstate import RunState
 from qmpd.migration.transport import MigrationTransportError
 from qmpd.options import UnixAddressError
@@ -112,7 +112,7 @@ async def test_query_migrate_while_active_and_bandwidth_honoured(
     assert isinstance(ram, dict)
     assert 0 < ram["transferred"] < 16 * MiB and ram["remaining"] > 0
     assert "expected-downtime" in info and "total-time" in info
-    with pytest.raises(QMPError, match="There's a migration process in progress"):
+    with pytest.raises(MigrationError, match="There's a migration process in progress"):
         src.manager.config.set_capabilities([{"capability": "events", "state": False}])
     with pytest.raises(QMPError, match="There's a migration process in progress"):
         src.manager.start("unix:/nonexistent")
