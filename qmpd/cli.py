@@ -68,7 +68,9 @@ Process:
   -daemonize            detach once the monitors are listening
   -h, --help            show this help and exit
   --version             show the version and exit
-Environment: QMPD_LOG=debug|info|warning (default warning) sets the log level.
+Environment: QMPD_LOG=debug|info|warning (default warning) sets the log level;
+  QMPD_KVM_DEVICE=PATH opens PATH instead of /dev/kvm.
+Errors: a bad value prints one line 'qmpd: -opt value: reason' and exits with status 1.
 """
 
 def _checked_guest(text: str) -> str:
