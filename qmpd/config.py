@@ -94,7 +94,7 @@ class DaemonConfig(BaseModel):
     colo_hash: bool = False               # QMPD_COLO_HASH=1 (COLO: crc32 of RAM per checkpoint)
     colo_fault: str = ""                  # QMPD_COLO_FAULT (COLO: qmpd.colo.faults)
     schema_path: str = str(DEFAULT_SCHEMA)
-    max_message_bytes: int = Field(default=8 * MiB, gt=0)
+    max_message_bytes: int = Field(default=64 * MiB, gt=0)  # QEMU: MAX_TOKEN_SIZE
     max_event_backlog: int = Field(default=8 * MiB, gt=0)
     drain_timeout: float = Field(default=2.0, gt=0)
 

@@ -79,6 +79,28 @@ def migrate_set_parameters(ctx: CommandContext, **params: Any) -> None:
     _manager(ctx).config.set_parameters({k.replace("_", "-"): v for k, v in params.items()})
 
 
+
+# -- postcopy (QEMU 7.2 has these; qmpd refuses postcopy-ram and never enters a postcopy
+# state, so each gives QEMU's refusal for the state it checks first) -------------------
+
+@command("migrate-start-postcopy")
+def migrate_start_postcopy(ctx: CommandContext) -> None:
+    """QEMU 7.2 ``qmp_migrate_start_postcopy`` without postcopy-ram."""
+    raise QMPError("Enable postcopy with migrate_set_capability before the start of migration")
+
+
+@command("migrate-pause")
+def migrate_pause(ctx: CommandContext) -> None:
+    """QEMU 7.2 ``qmp_migrate_pause`` outside postcopy-active (allow-oob)."""
+    raise QMPError("migrate-pause is currently only supported during postcopy-active state")
+
+
+@command("migrate-recover")
+def migrate_recover(ctx: CommandContext, uri: str) -> None:
+    """QEMU 7.2 ``qmp_migrate_recover`` outside postcopy-paused (allow-oob)."""
+    raise QMPError("Migrate recover can only be run when postcopy is paused.")
+
+
 # -- HMP ----------------------------------------------------------------------------
 
 def _on(value: object) -> str:

@@ -1,7 +1,10 @@
 """QEMU's JSON parser (qobject/json-parser.c): one balanced token run -> value or error.
 
 Users: :mod:`qmpd.qmp.jsonstream`, which cuts tokens and decides when a run is complete.
-Only the first error is reported, with QEMU's text (``JSON parse error, ...``).
+Only the first error is reported, with QEMU's text (``JSON parse error, ...``), cut as
+QEMU's ``parse_error`` cuts it (a 1024-byte buffer: at most 1023 bytes after the prefix).
+Strings are modified UTF-8 as in QEMU 7.2: invalid sequences, surrogates and
+noncharacters are errors (raw or ``\\u``-escaped), ``C0 80`` is U+0000.
 """
 
 from __future__ import annotations
@@ -18,17 +21,24 @@ from qmpd.qmp.jsontokens import (
     RSQUARE,
     STRING,
     ParseError,
+    decode_lossy,
+    decode_strict,
     qemu_int,
+    valid_codepoint,
 )
+
+#: QEMU's parse_error formats into ``char message[1024]``.
+_MESSAGE_MAX = 1023
 
 
 class _Fail(Exception):
-    """First parse error; QEMU keeps only the first one."""
+    """First parse error; QEMU keeps only the first one. Its argument is a str or bytes."""
 
 
 _ESCAPES = {ord('"'): '"', ord("'"): "'", ord("\\"): "\\", ord("/"): "/", ord("b"): "\b",
             ord("f"): "\f", ord("n"): "\n", ord("r"): "\r", ord("t"): "\t"}
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_BAD_UTF8 = "invalid UTF-8 sequence in string"
 
 
 class Parser:
@@ -42,7 +52,9 @@ class Parser:
         try:
             return self.value()
         except _Fail as err:
-            return ParseError(f"JSON parse error, {err}")
+            msg = err.args[0]
+            raw = msg if isinstance(msg, bytes) else msg.encode()
+            return ParseError(f"JSON parse error, {decode_lossy(raw[:_MESSAGE_MAX])}")
 
     def peek(self) -> tuple[int, bytes]:
         if self.i >= len(self.tokens):
@@ -74,7 +86,7 @@ class Parser:
                 return False
             if text == b"null":
                 return None
-            raise _Fail(f"invalid keyword '{text.decode()}'")
+            raise _Fail(b"invalid keyword '" + text[:_MESSAGE_MAX] + b"'")
         raise _Fail("expecting value")
 
     def obj(self) -> dict[str, object]:
@@ -125,13 +137,13 @@ def _integer(text: bytes) -> int | float:
 
 
 def _string(text: bytes) -> str:
-    """Decode a string token (quotes included) as json-parser.c parse_string."""
+    """Decode a string token (quotes included) as json-parser.c parse_string (QEMU 7.2)."""
     body = text[1:-1]
     if b"\\" not in body:
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Fail("invalid UTF-8 sequence in string") from None
+        plain = decode_strict(body)
+        if plain is None:
+            raise _Fail(_BAD_UTF8)
+        return plain
     out: list[str] = []
     i = 0
     n = len(body)
@@ -139,10 +151,10 @@ def _string(text: bytes) -> str:
         j = body.find(b"\\", i)
         if j < 0:
             j = n
-        try:
-            out.append(body[i:j].decode("utf-8"))
-        except UnicodeDecodeError:
-            raise _Fail("invalid UTF-8 sequence in string") from None
+        chunk = decode_strict(body[i:j])
+        if chunk is None:
+            raise _Fail(_BAD_UTF8)
+        out.append(chunk)
         if j == n:
             break
         esc = body[j + 1]
@@ -152,20 +164,25 @@ def _string(text: bytes) -> str:
             out.append(_ESCAPES[esc])
             i = j + 2
             continue
-        hexdigits = body[j + 2:j + 6]
-        if len(hexdigits) < 4 or not all(h in _HEX for h in hexdigits):
-            raise _Fail("invalid hex escape sequence in string")
-        cp = int(hexdigits, 16)
+        cp = _hex4(body[j + 2:j + 6])
         i = j + 6
         if 0xD800 <= cp <= 0xDBFF and body[i:i + 2] == b"\\u":
-            trail = body[i + 2:i + 6]
-            tcp = int(trail, 16) if len(trail) == 4 and all(h in _HEX for h in trail) else -1
-            if 0xDC00 <= tcp <= 0xDFFF:
-                cp = 0x10000 + ((cp & 0x3FF) << 10) + (tcp & 0x3FF)
+            trail = _hex4(body[i + 2:i + 6])
+            if 0xDC00 <= trail <= 0xDFFF:
+                cp = 0x10000 + ((cp & 0x3FF) << 10) + (trail & 0x3FF)
                 i += 6
             else:
-                cp = 0xFFFD
-        if 0xD800 <= cp <= 0xDFFF:
-            raise _Fail(f"\\u{hexdigits.decode()} is not a valid Unicode character")
+                cp = -1
+        if not valid_codepoint(cp):
+            # QEMU prints the escape with "%.*s" from the backslash over the token,
+            # closing quote included: a short escape shows the quote.
+            raise _Fail((body + text[-1:])[j:i] + b" is not a valid Unicode character")
         out.append(chr(cp))
     return "".join(out)
+
+
+def _hex4(digits: bytes) -> int:
+    """QEMU's cvt4hex: four hex digits, else -1."""
+    if len(digits) < 4 or not all(h in _HEX for h in digits):
+        return -1
+    return int(digits, 16)

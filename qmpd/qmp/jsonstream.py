@@ -13,6 +13,12 @@ parsing continues after them exactly where QEMU would continue::
     bytes ──► lexer ──tokens──► streamer ──token run──► parser ──► value | ParseError
                │ bad byte: "stray '%s'", then skip to a resync char ({ } [ ] or control)
 
+Every token is capped as in QEMU: the lexer cuts any token (string, keyword, number)
+that grows past ``max_bytes`` (QEMU's MAX_TOKEN_SIZE, 64 MiB) with ``JSON token size
+limit exceeded`` and starts afresh with the next byte, so a huge bare token without a
+newline costs at most that much memory; the streamer caps a message's summed token
+size, token count (2 Mi) and nesting (1024).
+
 A fast path hands a complete ``{...}`` message from an ASCII buffer to the C JSON
 decoder; it is used only where its result is provably the same as QEMU's (no
 ``\\u`` escapes, no duplicate keys, no NaN/Infinity, short enough that the nesting
@@ -37,6 +43,7 @@ from qmpd.qmp.jsontokens import (
     RSQUARE,
     STRING,
     ParseError,
+    decode_lossy,
     qemu_int,
 )
 
@@ -44,6 +51,10 @@ __all__ = ["NEED_MORE", "JSONStreamer", "NeedMore", "ParseError"]
 
 #: QEMU's MAX_NESTING (json-streamer.c).
 MAX_NESTING = 1024
+#: QEMU's MAX_TOKEN_SIZE (json-lexer.c and json-streamer.c).
+MAX_TOKEN_SIZE = 64 << 20
+#: QEMU's MAX_TOKEN_COUNT (json-streamer.c).
+MAX_TOKEN_COUNT = 2 << 20
 
 
 class NeedMore:
@@ -97,13 +108,14 @@ _FAST_DECODER = json.JSONDecoder(object_pairs_hook=_fast_pairs,
 class JSONStreamer:
     """Incremental QMP input splitter for one connection.
 
-    :param max_bytes: limit on the summed token size of one message (QEMU: 64 MiB);
-        exceeding it gives ``JSON token size limit exceeded``.
+    :param max_bytes: limit on one token's size and on the summed token size of one
+        message (QEMU: 64 MiB); exceeding it gives ``JSON token size limit exceeded``.
     :param max_tokens: limit on the token count of one message (QEMU: 2 Mi);
         exceeding it gives ``JSON token count limit exceeded``.
     """
 
-    def __init__(self, max_bytes: int = 8 << 20, max_tokens: int = 256 << 10) -> None:
+    def __init__(self, max_bytes: int = MAX_TOKEN_SIZE,
+                 max_tokens: int = MAX_TOKEN_COUNT) -> None:
         self.max_bytes = max_bytes
         self.max_tokens = max_tokens
         self._buf = b""
@@ -214,12 +226,7 @@ class JSONStreamer:
             elif st in (S_DQ, S_SQ):
                 m = (_DQ_RUN if st == S_DQ else _SQ_RUN).match(buf, i)
                 if m is not None:
-                    tok += buf[i:m.end()]
-                    i = m.end()
-                    if len(tok) > self.max_bytes:
-                        result = self._oversized()
-                    else:
-                        continue
+                    i = self._extend(buf, i, m.end())
                 else:
                     i += 1
                     tok.append(c)
@@ -239,17 +246,13 @@ class JSONStreamer:
             elif st == S_KEYWORD:
                 m = _KEYWORD_RUN.match(buf, i)
                 if m is not None:
-                    tok += buf[i:m.end()]
-                    i = m.end()
-                    continue
-                if c < 0x80:
+                    i = self._extend(buf, i, m.end())
+                else:  # any other byte ends a keyword (lookahead)
                     result = self._token(KEYWORD, bytes(tok))
-                else:
-                    i += 1
-                    tok.append(c)
-                    result = self._error()
             else:
                 i, result = self._lex_number(buf, i, st, c)
+            if result is _CONTINUE and len(tok) > self.max_bytes:
+                result = self._oversized()
             if result is not _CONTINUE:
                 self._pos = i
                 return result
@@ -261,8 +264,7 @@ class JSONStreamer:
         tok = self._tok
         if c in _DIGIT and st in (S_DIGITS, S_MANTISSA_DIGITS, S_EXP_DIGITS):
             end = _DIGITS_RUN.match(buf, i).end()  # type: ignore[union-attr]
-            tok += buf[i:end]
-            return end, _CONTINUE
+            return self._extend(buf, i, end), _CONTINUE
         nxt: int | None = None
         terminal: int | None = None
         if st == S_SIGN:
@@ -288,13 +290,21 @@ class JSONStreamer:
             tok.append(c)
             self._state = nxt
             return i + 1, _CONTINUE
-        if terminal is not None and c < 0x80:
+        if terminal is not None:  # any other byte ends the number (lookahead)
             return i, self._token(terminal, bytes(tok))
         tok.append(c)
         return i + 1, self._error()
 
+    def _extend(self, buf: bytes, i: int, end: int) -> int:
+        """Append ``buf[i:end]`` to the token, but no byte past the size limit + 1
+        (QEMU checks after every byte); return the index after what was taken."""
+        tok = self._tok
+        end = min(end, i + self.max_bytes + 1 - len(tok))
+        tok += buf[i:end]
+        return end
+
     def _error(self) -> ParseError:
-        text = bytes(self._tok).decode("utf-8", "replace")
+        text = decode_lossy(bytes(self._tok))
         self._tok.clear()
         self._state = S_RECOVERY
         return self._emit_error(f"JSON parse error, stray '{text}'")

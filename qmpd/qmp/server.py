@@ -28,7 +28,7 @@ class QMPServer:
     """Owns the listening sockets and every live :class:`QMPSession`."""
 
     def __init__(self, dispatcher: Dispatcher, greeting: bytes, oob_offered: bool = True,
-                 max_message_bytes: int = 8 << 20, max_event_backlog: int = 8 << 20) -> None:
+                 max_message_bytes: int = 64 << 20, max_event_backlog: int = 8 << 20) -> None:
         self._dispatcher = dispatcher
         self._greeting = greeting
         self._oob_offered = oob_offered

@@ -70,7 +70,7 @@ class QMPSession(asyncio.Protocol):
 
     def __init__(self, dispatcher: Dispatcher, greeting: bytes, oob_offered: bool,
                  on_close: Callable[[QMPSession], None], name: str,
-                 max_message_bytes: int = 8 << 20,
+                 max_message_bytes: int = 64 << 20,
                  max_event_backlog: int = 8 << 20) -> None:
         self._dispatcher = dispatcher
         self._greeting = greeting

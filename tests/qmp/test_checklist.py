@@ -86,8 +86,9 @@ def test_06_oob_offered_and_working(daemon: Qmpd) -> None:
     assert client.greeting is not None and client.greeting["QMP"]["capabilities"] == ["oob"]
     client.negotiate(oob=True)
     assert client.cmd({"exec-oob": "qmp_capabilities", "id": 9}) == error(
-        "Capabilities negotiation is already complete, command ignored",
-        "CommandNotFound", id=9)
+        "The command qmp_capabilities does not support OOB", id=9)
+    assert client.cmd({"exec-oob": "migrate-pause", "id": 10}) == error(
+        "migrate-pause is currently only supported during postcopy-active state", id=10)
     # a capability not offered is refused with QEMU's text (session without oob offered)
     session = _Session(offered=False)
     with pytest.raises(QMPError) as info:
