@@ -1,9 +1,9 @@
-# qmpd: make venv | make test | make demo | make bench | make guest
+# qmpd: make venv | make setup | make test | make demo | make bench | make guest
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint demo bench guest
+.PHONY: venv setup test lint demo bench guest
 
 # A fresh clone needs nothing but `make demo` or `make test`: both create the venv first.
 STAMP := $(VENV)/.installed
@@ -20,7 +20,11 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict qmpd
 	$(BIN)/lint-imports --no-logo
 
-test: $(STAMP) lint
+# System packages the tests need (QEMU 7.2, binutils, openssl): installed when run as root.
+setup:
+	scripts/setup-system
+
+test: setup $(STAMP) lint
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
