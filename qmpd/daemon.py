@@ -4,8 +4,9 @@ Users: :mod:`qmpd.cli` calls :func:`run_daemon`; tests start it as a subprocess.
 
 Start-up::
 
-    schema.json -> EventBus -> RunStateHolder -> CommandContext
-      -> VmStack (machine, serial, migration, COLO; initial run state) on ctx
+    schema.json -> EventBus -> RunStateHolder
+      -> VmStack (machine, serial, migration, COLO; initial run state)
+      -> CommandContext (the stack's facades)
       -> handlers + dispatcher (refuses a schema/handler mismatch) -> pidfile
       -> QMP listeners -> signals -> GC freeze -> "ready" (-daemonize parent exits 0)
 
@@ -92,15 +93,15 @@ class Daemon:
         schema = load_schema(config.schema_path)
         bus = EventBus(validate=schema.validate_event)
         runstate = RunStateHolder()
-        ctx = CommandContext(runstate=runstate, events=bus, vm_name=config.name,
-                             shutdown=self.request_shutdown, schema=schema, config=config)
-        self.ctx = ctx
         # The VM stack: machine, serial, migration, COLO (qmpd.vmstack); it also sets the
         # initial run state (inmigrate / prelaunch / running).
         stack = await VmStack.build(config, runstate, bus.emit, schema)
         self.components.append(("vm", stack))
-        ctx.machine, ctx.vm = stack.machine, stack.vm
-        ctx.migration, ctx.colo = stack.migration, stack.colo
+        ctx = CommandContext(runstate=runstate, events=bus, vm_name=config.name,
+                             shutdown=self.request_shutdown, schema=schema, config=config,
+                             machine=stack.machine, vm=stack.vm, migration=stack.migration,
+                             colo=stack.colo)
+        self.ctx = ctx
         dispatcher = CommandDispatcher(ctx, load_handlers(), schema)
         server = QMPServer(dispatcher, wire.greeting(version_info(), ["oob"]),
                            max_message_bytes=config.max_message_bytes,

@@ -117,18 +117,3 @@ class MigrationError(QmpdError):
 class ColoError(QmpdError):
     """A failure of the COLO checkpoint protocol or failover."""
 
-
-class QMPError(QmpdError):
-    """A reply-ready QMP error (class + desc).
-
-    Transitional: issue 10 moves this into :mod:`qmpd.commands.errors` (command handlers
-    only); layers below the command boundary raise their own typed errors instead.
-    """
-
-    def __init__(self, desc: str, error_class: str = "GenericError") -> None:
-        super().__init__(desc)
-        self.desc = desc
-        self.error_class = error_class
-
-    def __str__(self) -> str:
-        return f"{self.error_class}: {self.desc}"

@@ -6,7 +6,8 @@ Entry points:
   x-colo on; each returns when this node has left COLO.
 - :meth:`lost_heartbeat` for ``x-colo-lost-heartbeat``.
 - :meth:`query_status`, :meth:`checkpoint_now` (called when ``x-checkpoint-delay`` is
-  set: the manager listens on the migration parameters it is given), :meth:`yank`.
+  set: the manager listens on the migration parameters it is given). ``yank`` cuts the
+  link through the migration manager, which owns the connection.
 
 Built by :mod:`qmpd.vmstack` after the migration manager, whose parameters and
 ``colo_completed`` it is given; the VM stack then registers it as that manager's COLO
@@ -37,6 +38,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from qmpd.colo.errors import FailoverActiveError, NotInColoError
 from qmpd.colo.faults import FaultPlan
 from qmpd.colo.output import OutputCommit
 from qmpd.colo.ports import ChannelPort, ColoMachine, ParamsPort, PumpPort, VmPort
@@ -52,7 +54,7 @@ from qmpd.colo.state import (
     colo_status,
 )
 from qmpd.colo.stats import ColoStats
-from qmpd.errors import ColoError, QmpdError, QMPError
+from qmpd.errors import ColoError, QmpdError
 from qmpd.machine.runstate import RunState
 
 log = logging.getLogger(__name__)
@@ -195,13 +197,14 @@ class ColoManager:
     def lost_heartbeat(self) -> None:
         """``x-colo-lost-heartbeat``: request failover (carried out on the next loop turn).
 
-        :raise QMPError: QEMU 7.2's texts when not in COLO or already failing over.
+        :raise FailoverActiveError: a failover was already requested.
+        :raise NotInColoError: not in COLO (the QMP command's gate refuses first).
         """
         if self.mode is ColoMode.NONE:
-            raise QMPError("The feature 'colo' is not enabled")
+            raise NotInColoError()
         old = self.failover.cas(FailoverStatus.NONE, FailoverStatus.REQUIRE)
         if old is not FailoverStatus.NONE:
-            raise QMPError("COLO failover is already activated")
+            raise FailoverActiveError(old)
         self._failover_t0 = time.perf_counter()
         asyncio.get_running_loop().call_soon(self._do_failover)
 
@@ -249,17 +252,6 @@ class ColoManager:
         """Trigger a checkpoint at once and re-arm the timer (x-checkpoint-delay set)."""
         if self._primary is not None and self.mode is ColoMode.PRIMARY:
             self._primary.trigger.set()
-
-    def has_link(self) -> bool:
-        """True while a COLO session holds the migration connection."""
-        return self._chan is not None
-
-    def yank(self) -> bool:
-        """Cut the COLO link (``yank`` of the migration instance); True if one was cut."""
-        if self._chan is None:
-            return False
-        self._chan.abort()
-        return True
 
     async def close(self) -> None:
         """Daemon shutdown: stop the loop and release waiters (no failover, no takeover)."""

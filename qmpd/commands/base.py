@@ -6,13 +6,12 @@ query-qmp-schema, query-kvm). Texts and shapes are QEMU 7.2's.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import qmpd
 from qmpd.commands.context import CommandContext, SessionInfo
+from qmpd.commands.errors import QMPError
 from qmpd.commands.registry import command
-from qmpd.errors import QMPError
 
 
 def version_info() -> dict[str, Any]:
@@ -66,20 +65,10 @@ def query_target(ctx: CommandContext) -> dict[str, str]:
     return {"arch": "x86_64"}
 
 
-def kvm_present() -> bool:
-    """True if /dev/kvm can be opened for reading and writing."""
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
-
-
 @command("query-kvm")
 def query_kvm(ctx: CommandContext) -> dict[str, bool]:
-    """Whether KVM is in use (``enabled``) and usable on this host (``present``)."""
-    present = kvm_present()
-    if ctx.machine is not None:
-        enabled = ctx.machine.accel == "kvm"
-    else:
-        enabled = present and ctx.config.accel in ("kvm", "kvm:tcg")
-    return {"enabled": enabled, "present": present}
+    """Whether KVM runs this guest (``enabled``) and is usable here (``present``)."""
+    return ctx.machine.query_kvm()
 
 
 @command("query-status")

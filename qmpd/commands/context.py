@@ -1,20 +1,24 @@
 """CommandContext: the facades a command handler may use, built by the daemon.
 
 Users: every handler receives the one :class:`CommandContext` of the daemon as its
-first argument. Handlers stay thin: validate, call a facade, shape the reply.
-The optional facades are filled in by the composition root (:mod:`qmpd.daemon`);
-a handler needing one that is absent should raise ``QMPError`` rather than assume
-it exists.
+first argument; the dispatcher reads ``runstate`` and ``colo.mode`` to apply the
+commands' gates (:mod:`qmpd.commands.gating`). Handlers stay thin: call a facade,
+shape the reply. Every facade is always there (the composition root builds the VM
+stack before the context), so a handler never tests for one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from qmpd.colo.manager import ColoManager
 from qmpd.events import EventBus
+from qmpd.machine.machine import Machine
 from qmpd.machine.runstate import RunStateHolder
+from qmpd.machine.vmctl import VmControl
+from qmpd.migration.manager import MigrationManager
 
 if TYPE_CHECKING:
     from qmpd.config import DaemonConfig
@@ -35,11 +39,11 @@ class SessionInfo(Protocol):
         """Leave negotiation mode, with or without out-of-band execution."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CommandContext:
     """Daemon-wide state and facades for command handlers."""
 
-    #: the VM run state (``query-status``); the machine layer drives it
+    #: the VM run state (``query-status``, command gates); the machine layer drives it
     runstate: RunStateHolder
     #: emit QMP events
     events: EventBus
@@ -51,11 +55,11 @@ class CommandContext:
     schema: Schema
     #: the daemon configuration (command line)
     config: DaemonConfig
-    #: qmpd.machine.Machine once the machine layer lands (narrow the type then)
-    machine: Any | None = None
-    #: qmpd.machine.vmctl.VmControl: start/stop with run state and STOP/RESUME
-    vm: Any | None = None
-    #: qmpd.migration.MigrationManager once the migration layer lands
-    migration: Any | None = None
-    #: qmpd.colo manager once the COLO layer lands
-    colo: Any | None = None
+    #: the virtual machine (vCPU, RAM, reset, query-kvm, vCPU info)
+    machine: Machine
+    #: start/stop with run state and STOP/RESUME
+    vm: VmControl
+    #: the sole owner of this node's migrations (and the ``migration`` yank instance)
+    migration: MigrationManager
+    #: the COLO session: mode (command gates), failover, status, statistics
+    colo: ColoManager

@@ -1,12 +1,18 @@
-"""The dispatcher: negotiation gate -> lookup -> OOB check -> arguments -> handler -> return.
+"""The dispatcher: negotiation -> lookup -> OOB check -> arguments -> gate -> handler -> return.
 
 Users: the QMP session calls :meth:`CommandDispatcher.dispatch` (it implements
 :class:`qmpd.qmp.session.Dispatcher`). Built once by the daemon; construction fails
 with :class:`qmpd.schema.SchemaError` unless the registry and schema.json list exactly
 the same commands.
 
-Error mapping at this boundary: ``QMPError`` -> its class and desc; any other
-``QmpdError`` (machine, migration, COLO) -> GenericError with ``str(err)``; anything
+The gate (the run states and COLO modes that refuse a command, declared with
+``@command(..., refuse_in=...)``, :mod:`qmpd.commands.gating`) is checked here and
+nowhere else, after the arguments and before the handler.
+
+Errors are mapped to QMP here and nowhere else, by :data:`ERROR_CLASSES` (the first
+entry the error is an instance of gives the class; the desc is ``str(err)``, QEMU's
+text): ``QMPError`` -> its own class and desc; ``NotFoundError`` -> DeviceNotFound;
+any other ``QmpdError`` (argument, machine, migration, COLO) -> GenericError; anything
 else is a bug: logged with its traceback and answered GenericError, never fatal.
 A return value that does not match schema.json is logged and answered GenericError.
 """
@@ -21,8 +27,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from qmpd.commands.context import CommandContext, SessionInfo
+from qmpd.commands.errors import QMPError
+from qmpd.commands.gating import Gate, refusal
 from qmpd.commands.registry import CommandRegistry
-from qmpd.errors import QmpdError, QMPError
+from qmpd.errors import NotFoundError, QmpdError
 from qmpd.schema import Schema, SchemaError
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,12 @@ log = logging.getLogger(__name__)
 Outcome = tuple[str | None, Any]
 
 _NEGOTIATE = ("CommandNotFound", "Expecting capabilities negotiation with 'qmp_capabilities'")
+
+#: Error type -> QMP class, first match wins (``QMPError`` carries its own class).
+ERROR_CLASSES: tuple[tuple[type[QmpdError], str], ...] = (
+    (NotFoundError, "DeviceNotFound"),
+    (QmpdError, "GenericError"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,7 @@ class _Entry:
     is_async: bool
     needs_session: bool
     allow_oob: bool
+    gate: Gate
     check: Callable[[Any], Any]
     has_args: bool
     py_names: dict[str, str]
@@ -64,7 +79,7 @@ class CommandDispatcher:
                 raise SchemaError(f"command {name} allows OOB but its handler is async")
             self._table[name] = _Entry(
                 name, handler.fn, handler.is_async, handler.needs_session, d.allow_oob,
-                schema.arg_checkers[name], bool(d.members),
+                handler.refuse_in, schema.arg_checkers[name], bool(d.members),
                 {m.name: m.name.replace("-", "_") for m in d.members},
                 schema.return_model(name))
 
@@ -85,6 +100,10 @@ class CommandDispatcher:
                 kwargs = {names[k]: v for k, v in checked.items()}
             else:
                 kwargs = {}
+            if entry.gate:
+                text = refusal(entry.gate, self._ctx.runstate.state, self._ctx.colo.mode)
+                if text is not None:
+                    return ("GenericError", text)
             if entry.needs_session:
                 kwargs["session"] = session
             if entry.is_async:
@@ -121,7 +140,8 @@ class CommandDispatcher:
 def _map_error(name: str, err: Exception) -> Outcome:
     if isinstance(err, QMPError):
         return (err.error_class, err.desc)
-    if isinstance(err, QmpdError):
-        return ("GenericError", str(err))
+    for kind, error_class in ERROR_CLASSES:
+        if isinstance(err, kind):
+            return (error_class, str(err))
     log.exception("command %s failed unexpectedly", name)
     return ("GenericError", f"internal error: {err}")

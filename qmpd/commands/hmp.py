@@ -22,8 +22,8 @@ from typing import Any
 
 from qmpd.commands.base import version_info
 from qmpd.commands.context import CommandContext
+from qmpd.commands.errors import QMPError
 from qmpd.commands.registry import command
-from qmpd.errors import QMPError
 
 #: (ctx, rest of the line) -> output text (or an awaitable of it)
 HmpFn = Callable[[CommandContext, str], Any]

@@ -3,80 +3,83 @@
 Users: any QMP client (libvirt-style: ``migrate {"detach": true, "uri": ...}``,
 ``query-migrate``, ``migrate-set-capabilities`` with ``events``); qmp-shell ``-H``
 (``info migrate``, ``info migrate_capabilities``, ``info migrate_parameters``).
-Arguments were type-checked against schema.json by the dispatcher; range checks and
-texts are the manager's (QEMU 7.2's).
+Arguments were type-checked against schema.json by the dispatcher, and the run-state
+refusals are the commands' gates (``refuse_in``, checked by the dispatcher); range
+checks and the other refusals are the manager's (QEMU 7.2's texts).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from qmpd.colo.state import ColoMode
 from qmpd.commands.context import CommandContext
+from qmpd.commands.errors import QMPError
+from qmpd.commands.gating import in_colo_modes, in_runstates, outside_runstates
 from qmpd.commands.hmp import hmp_info
 from qmpd.commands.registry import command
-from qmpd.errors import QMPError
-from qmpd.migration.manager import MigrationManager
+from qmpd.machine.runstate import RunState
 
 NO_BLOCK_MIGRATION = ("QEMU compiled without old-style (blk/-b, inc/-i) block migration")
 
 
-def _manager(ctx: CommandContext) -> MigrationManager:
-    mgr = ctx.migration
-    if not isinstance(mgr, MigrationManager):
-        raise QMPError("migration is not available in this qmpd")
-    return mgr
-
-
-@command("migrate")
+@command("migrate", refuse_in=(
+    in_runstates("Guest is waiting for an incoming migration", RunState.INMIGRATE),
+    in_runstates("Can't migrate the vm that was paused due to previous migration",
+                 RunState.POSTMIGRATE)))
 def migrate(ctx: CommandContext, uri: str, blk: bool = False, inc: bool = False,
             detach: bool = True, resume: bool = False) -> None:
     """Start an outgoing migration to ``uri``; ``detach`` is accepted and ignored."""
     if blk or inc:
         raise QMPError(NO_BLOCK_MIGRATION)
-    _manager(ctx).start(uri, resume=resume)
+    ctx.migration.start(uri, resume=resume)
 
 
-@command("migrate-incoming")
+@command("migrate-incoming", refuse_in=(
+    # a COLO secondary's incoming migration is still going on (status ``colo``)
+    in_colo_modes("The incoming migration has already been started", ColoMode.SECONDARY),
+    outside_runstates("'-incoming' was not specified on the command line",
+                      RunState.INMIGRATE)))
 def migrate_incoming(ctx: CommandContext, uri: str) -> None:
     """Start listening for an incoming migration (after ``-incoming defer``)."""
-    _manager(ctx).incoming(uri)
+    ctx.migration.incoming(uri)
 
 
 @command("migrate_cancel")
 def migrate_cancel(ctx: CommandContext) -> None:
     """Cancel the outgoing migration, if any."""
-    _manager(ctx).cancel()
+    ctx.migration.cancel()
 
 
 @command("query-migrate")
 def query_migrate(ctx: CommandContext) -> dict[str, object]:
     """MigrationInfo of the latest migration; ``{}`` before any."""
-    return _manager(ctx).query()
+    return ctx.migration.query()
 
 
 @command("query-migrate-capabilities")
 def query_migrate_capabilities(ctx: CommandContext) -> list[dict[str, object]]:
     """Every capability with its state, QEMU 7.2's order."""
-    return _manager(ctx).config.query_capabilities()
+    return ctx.migration.config.query_capabilities()
 
 
 @command("migrate-set-capabilities")
 def migrate_set_capabilities(ctx: CommandContext,
                              capabilities: list[dict[str, object]]) -> None:
     """Set capabilities, all or nothing."""
-    _manager(ctx).config.set_capabilities(capabilities)
+    ctx.migration.config.set_capabilities(capabilities)
 
 
 @command("query-migrate-parameters")
 def query_migrate_parameters(ctx: CommandContext) -> dict[str, object]:
     """Every parameter, QEMU 7.2's order."""
-    return _manager(ctx).config.query_parameters()
+    return ctx.migration.config.query_parameters()
 
 
 @command("migrate-set-parameters")
 def migrate_set_parameters(ctx: CommandContext, **params: Any) -> None:
     """Set parameters (members given directly, as QEMU's boxed command)."""
-    _manager(ctx).config.set_parameters({k.replace("_", "-"): v for k, v in params.items()})
+    ctx.migration.config.set_parameters({k.replace("_", "-"): v for k, v in params.items()})
 
 
 
@@ -110,7 +113,7 @@ def _on(value: object) -> str:
 @hmp_info("migrate", "show migration status")
 def info_migrate(ctx: CommandContext, args: str) -> str:
     """QEMU 7.2 ``hmp_info_migrate``."""
-    info = _manager(ctx).query()
+    info = ctx.migration.query()
     out = ["globals:", "store-global-state: on", "only-migratable: off",
            "send-configuration: on", "send-section-footer: on",
            "decompress-error-check: on", "clear-bitmap-shift: 18"]
@@ -158,7 +161,7 @@ def info_migrate(ctx: CommandContext, args: str) -> str:
 def info_migrate_capabilities(ctx: CommandContext, args: str) -> str:
     """QEMU 7.2 ``hmp_info_migrate_capabilities``."""
     return "".join(f"{c['capability']}: {_on(c['state'])}\n"
-                   for c in _manager(ctx).config.query_capabilities())
+                   for c in ctx.migration.config.query_capabilities())
 
 
 #: QEMU 7.2 ``hmp_info_migrate_parameters``: which schema members it prints, in its own
@@ -183,7 +186,7 @@ HMP_NOT_SHOWN = ("multifd-zlib-level", "multifd-zstd-level", "x-colo-pipeline",
 @hmp_info("migrate_parameters", "show current migration parameters")
 def info_migrate_parameters(ctx: CommandContext, args: str) -> str:
     """QEMU 7.2 ``hmp_info_migrate_parameters``."""
-    params = _manager(ctx).config.query_parameters()
+    params = ctx.migration.config.query_parameters()
     lines = []
     for name, unit in HMP_PARAMETERS:
         value = params[name]

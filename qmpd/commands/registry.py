@@ -5,9 +5,11 @@ Users: per-area handler modules (``qmpd/commands/base.py``, later ``machine.py``
 :data:`REGISTRY`. A handler is ``fn(ctx, **arguments)`` (QMP argument names with
 ``-`` turned into ``_``; absent optional arguments are not passed), sync or
 ``async``, returning the command's return value (``None`` for commands without
-``returns``) or raising :class:`qmpd.errors.QMPError` / a layer error.
+``returns``) or raising :class:`qmpd.commands.errors.QMPError` / a layer error.
 ``needs_session=True`` also passes ``session=`` (the QMP connection; used by
-``qmp_capabilities``). Commands marked ``allow-oob`` in the schema must be sync.
+``qmp_capabilities``). ``refuse_in=`` declares the command's gate: the run states and
+COLO modes that refuse it, with QEMU's texts (:mod:`qmpd.commands.gating`), checked by
+the dispatcher. Commands marked ``allow-oob`` in the schema must be sync.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from qmpd.commands.gating import Gate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +32,8 @@ class Handler:
     fn: Callable[..., Any]
     is_async: bool
     needs_session: bool
+    #: the run states / COLO modes that refuse the command (checked by the dispatcher)
+    refuse_in: Gate = ()
 
 
 class CommandRegistry:
@@ -36,7 +42,8 @@ class CommandRegistry:
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
 
-    def command(self, name: str, *, needs_session: bool = False) -> Callable[[F], F]:
+    def command(self, name: str, *, needs_session: bool = False,
+                refuse_in: Gate = ()) -> Callable[[F], F]:
         """Decorator registering ``fn`` as the handler of QMP command ``name``.
 
         :raise ValueError: if ``name`` already has a handler.
@@ -45,7 +52,7 @@ class CommandRegistry:
             if name in self.handlers:
                 raise ValueError(f"command {name} registered twice")
             self.handlers[name] = Handler(name, fn, inspect.iscoroutinefunction(fn),
-                                          needs_session)
+                                          needs_session, refuse_in)
             return fn
         return register
 

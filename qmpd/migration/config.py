@@ -23,7 +23,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from qmpd.errors import ArgumentRangeError, ArgumentValueError, MigrationError
+from qmpd.errors import ArgumentRangeError, ArgumentValueError
+from qmpd.migration.errors import MigrationInProgressError
 from qmpd.schema import Schema, SchemaError
 from qmpd.schema import load as load_schema
 
@@ -33,8 +34,6 @@ log = logging.getLogger(__name__)
 #: ``return-path``: qmpd always opens the return path (the source completes only after
 #: the destination acknowledges a good load); the flag is carried in the stream header.
 IMPLEMENTED_CAPABILITIES: Final[frozenset[str]] = frozenset({"events", "x-colo", "return-path"})
-
-MIGRATION_IN_PROGRESS: Final = "There's a migration process in progress"
 
 MAX_MIGRATE_DOWNTIME_MS: Final = 2000 * 1000
 
@@ -168,11 +167,11 @@ class MigrationConfig:
 
         :raise ArgumentError: a malformed list (QEMU's visitor texts), or
             :class:`UnsupportedCapabilityError` for an unimplemented one set to true.
-        :raise MigrationError: an outgoing migration is in progress.
+        :raise MigrationInProgressError: an outgoing migration is in progress.
         """
         checked = self.spec.check_capabilities({"capabilities": [dict(c) for c in caps]})
         if self._is_running():
-            raise MigrationError(MIGRATION_IN_PROGRESS)
+            raise MigrationInProgressError()
         new = dict(self._caps)
         for i, item in enumerate(checked["capabilities"]):
             name, state = item["capability"], item["state"]

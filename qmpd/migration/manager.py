@@ -29,11 +29,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from qmpd.errors import ColoError, MachineError, MigrationError, QMPError
+from qmpd.errors import ColoError, MachineError, MigrationError
 from qmpd.machine.runstate import RunState, RunStateHolder
 from qmpd.machine.vmctl import VmControl
-from qmpd.migration.config import MIGRATION_IN_PROGRESS, MigrationConfig, MigrationSpec
+from qmpd.migration.config import MigrationConfig, MigrationSpec
 from qmpd.migration.destination import PrecopyDestination
+from qmpd.migration.errors import (
+    IncomingStartedError,
+    MigrationInProgressError,
+    NoPausedMigrationError,
+    NotSupportedError,
+)
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
@@ -92,6 +98,8 @@ class MigrationManager:
         self._last: StatusMachine | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}   # "out" / "in"
         self._out_conn: MigrationConnection | None = None
+        #: every migration connection open now, either direction, COLO included (yank)
+        self._live: set[MigrationConnection] = set()
         self._listener: Listener | None = None
         self._counters = RamCounters()
         self._error: str | None = None
@@ -167,18 +175,16 @@ class MigrationManager:
     def start(self, uri: str, *, resume: bool = False) -> None:
         """``migrate``: checks as QEMU 7.2 ``migrate_prepare``, then run in the background.
 
-        :raise QMPError: with QEMU's text; nothing changes then.
+        :raise MigrationError: QEMU's texts (``resume``, a migration or COLO runs, TLS);
+            a bad URI as :func:`parse_uri`. Nothing changes then. Run-state refusals are
+            the command's gate.
         """
         if resume:
-            raise QMPError("Cannot resume if there is no paused migration")
+            raise NoPausedMigrationError()
         if self.is_running():
-            raise QMPError(MIGRATION_IN_PROGRESS)
-        if self.runstate.state is RunState.INMIGRATE:
-            raise QMPError("Guest is waiting for an incoming migration")
-        if self.runstate.state is RunState.POSTMIGRATE:
-            raise QMPError("Can't migrate the vm that was paused due to previous migration")
+            raise MigrationInProgressError(self.status.value)
         if self.config.parameter("tls-creds"):
-            raise QMPError("TLS migration is not supported by qmpd")
+            raise NotSupportedError("TLS migration")
         addr = parse_uri(uri)
         self._counters = RamCounters()
         self._error = None
@@ -201,6 +207,7 @@ class MigrationManager:
         source: PrecopySource | None = None
         try:
             self._out_conn = conn = await connect(addr)
+            self._live.add(conn)
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
@@ -228,7 +235,7 @@ class MigrationManager:
         if self.outgoing.status is _S.COLO and self.colo_hook is not None and source:
             await self._colo(self.outgoing, self.colo_hook.enter_primary, source.conn)
         elif leftover is not None:
-            leftover.close()
+            self._close(leftover)
 
     async def _colo(self, sm: StatusMachine,
                     enter: Callable[[MigrationConnection], Awaitable[None]],
@@ -245,7 +252,11 @@ class MigrationManager:
                 self._in_error = str(err)
             sm.cas(_S.COLO, _S.FAILED)
         finally:
-            conn.close()
+            self._close(conn)
+
+    def _close(self, conn: MigrationConnection) -> None:
+        self._live.discard(conn)
+        conn.close()
 
     def _on_pass(self, n: int) -> None:
         if self.config.capability("events"):
@@ -287,14 +298,12 @@ class MigrationManager:
     def incoming(self, uri: str) -> None:
         """``-incoming URI`` / ``migrate-incoming``: listen and load in the background.
 
-        :raise QMPError: with QEMU's text; nothing changes then.
-        :raise qmpd.options.AddressError, ArgumentRangeError: a bad URI (:func:`parse_uri`).
-        :raise MigrationTransportError: the address cannot be bound (QEMU's text).
+        :raise MigrationError: already started, or the address cannot be listened on;
+            a bad URI as :func:`parse_uri`. Nothing changes then. The run state is
+            ``inmigrate`` (the command's gate refuses otherwise).
         """
         if self.incoming_status.is_running or self.incoming_status.status is _S.COLO:
-            raise QMPError("The incoming migration has already been started")
-        if self.runstate.state is not RunState.INMIGRATE:
-            raise QMPError("'-incoming' was not specified on the command line")
+            raise IncomingStartedError(self.incoming_status.status.value)
         listener = Listener.open(parse_uri(uri))
         self._listener = listener
         self._in_error = None
@@ -313,6 +322,7 @@ class MigrationManager:
         conn: MigrationConnection | None = None
         try:
             conn = await listener.accept()
+            self._live.add(conn)
             self.incoming_status.set(_S.ACTIVE)
             dest = PrecopyDestination(self.machine, conn)
             header = await dest.read_header()
@@ -347,7 +357,7 @@ class MigrationManager:
         if self.incoming_status.status is _S.COLO and self.colo_hook is not None and dest:
             await self._colo(self.incoming_status, self.colo_hook.enter_secondary, dest.conn)
         elif conn is not None:
-            conn.close()
+            self._close(conn)
 
     def _start_destination(self, source_state: str) -> None:
         """QEMU's ``process_incoming_migration_bh``: run if the source ran (and no -S),
@@ -363,7 +373,25 @@ class MigrationManager:
         except (ValueError, MachineError):
             self.runstate.set(RunState.PAUSED)
 
-    # -- COLO and shutdown --------------------------------------------------------
+    # -- yank, COLO and shutdown ---------------------------------------------------
+    @property
+    def has_connection(self) -> bool:
+        """True while a migration connection is open (QEMU: the ``migration`` yank
+        instance has a channel), in either direction, during COLO too."""
+        return any(not conn.closed for conn in self._live)
+
+    def yank(self) -> bool:
+        """``yank`` of the ``migration`` instance: cut every open migration connection.
+
+        A running migration fails as on any broken link (``failed``, the source's guest
+        resumed); a COLO session loses its link (COLO_EXIT, error). True if any was cut.
+        """
+        live = [conn for conn in self._live if not conn.closed]
+        for conn in live:
+            log.warning("yank: cutting the migration connection to %s", conn.peer)
+            conn.abort()
+        return bool(live)
+
     def colo_completed(self) -> None:
         """COLO failover: migration status ``colo → completed`` (either direction)."""
         for sm in (self.outgoing, self.incoming_status):

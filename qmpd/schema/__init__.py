@@ -45,10 +45,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from qmpd.errors import ArgumentError
 from qmpd.schema.introspect import build_schema_info
 from qmpd.schema.loader import DEFAULT_SCHEMA, Definition, SchemaError, SchemaIndex, load_schema
 from qmpd.schema.models import ModelBuilder
-from qmpd.schema.visitor import ArgumentError, VisitorCompiler, compile_arguments
+from qmpd.schema.visitor import VisitorCompiler, compile_arguments
 
 __all__ = ["ArgumentError", "Definition", "Schema", "SchemaError", "load"]
 

@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qmpd.errors import QMPError
+from qmpd.errors import (
+    ArgumentError,
+    ArgumentRangeError,
+    ArgumentTypeError,
+    ArgumentValueError,
+    MissingArgumentError,
+    UnexpectedArgumentError,
+)
 from qmpd.schema.loader import SchemaIndex
 
 #: (value, full name, short name) -> checked value
@@ -33,57 +40,49 @@ _INT_RANGES: dict[str, tuple[int, int, str]] = {
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-class ArgumentError(QMPError):
-    """A request's arguments do not match the schema (always GenericError)."""
-
-
-def _type_error(full: str, expected: str) -> ArgumentError:
-    return ArgumentError(f"Invalid parameter type for '{full}', expected: {expected}")
-
-
 def _is_int(v: Any) -> bool:
     return type(v) is int and _INT64[0] <= v <= _INT64[1]
 
 
 def _check_str(v: Any, full: str, short: str) -> Any:
     if type(v) is not str:
-        raise _type_error(full, "string")
+        raise ArgumentTypeError(full, "string")
     return v
 
 
 def _check_bool(v: Any, full: str, short: str) -> Any:
     if type(v) is not bool:
-        raise _type_error(full, "boolean")
+        raise ArgumentTypeError(full, "boolean")
     return v
 
 
 def _check_int(v: Any, full: str, short: str) -> Any:
     if not _is_int(v):
-        raise _type_error(full, "integer")
+        raise ArgumentTypeError(full, "integer")
     return v
 
 
 def _check_uint64(v: Any, full: str, short: str) -> Any:
     if type(v) is int and _INT64[0] <= v < (1 << 64):
         return v & ((1 << 64) - 1)
-    raise ArgumentError(f"Parameter '{full}' expects uint64")
+    raise ArgumentRangeError(full, "uint64")
 
 
 def _check_size(v: Any, full: str, short: str) -> Any:
     if type(v) is int and 0 <= v < (1 << 64):
         return v
-    raise _type_error(full, "size")
+    raise ArgumentTypeError(full, "size")
 
 
 def _check_number(v: Any, full: str, short: str) -> Any:
     if type(v) not in (int, float):
-        raise _type_error(full, "number")
+        raise ArgumentTypeError(full, "number")
     return float(v)
 
 
 def _check_null(v: Any, full: str, short: str) -> Any:
     if v is not None:
-        raise _type_error(full, "null")
+        raise ArgumentTypeError(full, "null")
     return v
 
 
@@ -98,7 +97,7 @@ def _ranged(builtin: str) -> Check:
     def check(v: Any, full: str, short: str) -> Any:
         value = base(v, full, short)
         if not low <= value <= high:
-            raise ArgumentError(f"Parameter '{short}' expects {ctype}")
+            raise ArgumentRangeError(short, ctype)
         return value
     return check
 
@@ -153,7 +152,7 @@ class VisitorCompiler:
     def _array(element: Check) -> Check:
         def check(v: Any, full: str, short: str) -> Any:
             if type(v) is not list:
-                raise _type_error(full, "array")
+                raise ArgumentTypeError(full, "array")
             return [element(item, f"{full}[{i}]", "null") for i, item in enumerate(v)]
         return check
 
@@ -161,9 +160,9 @@ class VisitorCompiler:
     def _enum(values: frozenset[str]) -> Check:
         def check(v: Any, full: str, short: str) -> Any:
             if type(v) is not str:
-                raise _type_error(full, "string")
+                raise ArgumentTypeError(full, "string")
             if v not in values:
-                raise ArgumentError(f"Parameter '{short}' does not accept value '{v}'")
+                raise ArgumentValueError(short, v)
             return v
         return check
 
@@ -174,20 +173,20 @@ class VisitorCompiler:
             if name in v:
                 out[name] = member_check(v[name], _member_name(full, name), name)
             elif not optional:
-                raise ArgumentError(f"Parameter '{_member_name(full, name)}' is missing")
+                raise MissingArgumentError(_member_name(full, name))
 
     @staticmethod
     def _unexpected(v: dict[str, Any], out: dict[str, Any], full: str) -> None:
         for key in v:
             if key not in out:
-                raise ArgumentError(f"Parameter '{_member_name(full, key)}' is unexpected")
+                raise UnexpectedArgumentError(_member_name(full, key))
 
     def _struct(self, members: list[tuple[str, bool, Check]]) -> Check:
         visit, unexpected = self._visit_members, self._unexpected
 
         def check(v: Any, full: str, short: str) -> Any:
             if type(v) is not dict:
-                raise _type_error(full or "null", "object")
+                raise ArgumentTypeError(full or "null", "object")
             if not v and not members:
                 return v
             out: dict[str, Any] = {}
@@ -207,7 +206,7 @@ class VisitorCompiler:
 
         def check(v: Any, full: str, short: str) -> Any:
             if type(v) is not dict:
-                raise _type_error(full or "null", "object")
+                raise ArgumentTypeError(full or "null", "object")
             out: dict[str, Any] = {}
             visit(v, full, out, base)
             visit(v, full, out, variants.get(out[tag], []))
@@ -225,7 +224,7 @@ class VisitorCompiler:
                     return alt_check(v, full, short)
                 except ArgumentError:
                     continue
-            raise _type_error(full, ref)
+            raise ArgumentTypeError(full, ref)
         return check
 
 

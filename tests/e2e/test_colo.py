@@ -200,11 +200,18 @@ async def test_lost_heartbeat_on_primary_during_a_checkpoint(pair: ColoPair) -> 
 
 
 async def test_stop_and_cont_are_refused_in_colo(pair: ColoPair) -> None:
+    """The COLO-mode gates over QMP (the full table: tests/qmp/test_gating.py)."""
     for node in (pair.primary, pair.secondary):
         with pytest.raises(ExecuteError, match=r"^Cannot stop the VM while it is in COLO"):
             await node.cmd("stop")
         with pytest.raises(ExecuteError, match=r"^Cannot continue the VM while it is in COLO"):
             await node.cmd("cont")
+        with pytest.raises(ExecuteError, match=r"^Cannot reset the VM while it is in COLO"):
+            await node.cmd("system_reset")
+    with pytest.raises(ExecuteError, match=r"^'-incoming' was not specified on the command"):
+        await pair.primary.cmd("migrate-incoming", uri="unix:/nonexistent/m.sock")
+    with pytest.raises(ExecuteError, match=r"^The incoming migration has already been started$"):
+        await pair.secondary.cmd("migrate-incoming", uri="unix:/nonexistent/m.sock")
 
 
 async def test_yank_cuts_the_link_and_both_sides_exit_with_error(pair: ColoPair) -> None:

@@ -115,3 +115,26 @@ async def test_cont_during_incoming_only_sets_autostart(wd: Path) -> None:
         assert not [e for e in p.events if e["event"] in ("STOP", "RESUME")]
     finally:
         await p.close()
+
+
+@pytest.mark.parametrize("device", ["/dev/kvm", "/nonexistent/kvm"])
+async def test_query_kvm_is_the_machine_layers_answer(wd: Path, device: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """query-kvm over QMP equals Machine.query_kvm() for the same accelerator and KVM
+    device ($QMPD_KVM_DEVICE, MachineConfig.kvm_device): no second implementation, no
+    hard-coded /dev/kvm."""
+    from qmpd.machine import Machine, MachineConfig
+
+    monkeypatch.setenv("QMPD_KVM_DEVICE", device)
+    for accel in ACCELS if device == "/dev/kvm" else ["tcg"]:
+        p = await QmpdProcess.start("vm", wd, mem="32M", guest=GUEST,
+                                    extra=["-S", "-accel", accel])
+        try:
+            over_qmp = await p.cmd("query-kvm")
+        finally:
+            await p.close()
+        with Machine(MachineConfig(mem_bytes=32 << 20, accel=accel,
+                                   kvm_device=device)) as machine:
+            assert over_qmp == machine.query_kvm()
+        if device != "/dev/kvm":
+            assert over_qmp == {"enabled": False, "present": False}

@@ -64,6 +64,20 @@ def statuses(proc: QmpdProcess) -> list[str]:
     return [e["data"]["status"] for e in proc.events if e["event"] == "MIGRATION"]
 
 
+async def source_runs_on_destination_waits(src: QmpdProcess, dst: QmpdProcess,
+                                           reader: Observer, guest: str) -> None:
+    """After a migration broke off: the source's guest runs on, its stream intact; the
+    destination's incoming migration failed and it waits in ``inmigrate``."""
+    assert (await src.cmd("query-status"))["status"] == "running"
+    async with asyncio.timeout(10):  # dst has no events on: poll
+        while (await dst.cmd("query-migrate"))["status"] != "failed":
+            await asyncio.sleep(0.02)
+    assert (await dst.cmd("query-status"))["status"] == "inmigrate"
+    n = len(reader.lines())
+    await reader.wait_lines(n + 200)
+    assert check_stream(bytes(reader.data), guest).ok
+
+
 async def test_migrate_between_two_qmpd_processes(wd: Path) -> None:
     src = await QmpdProcess.start("src", wd, guest=GUEST)
     dst = await QmpdProcess.start("dst", wd, guest=GUEST, extra=["-incoming", "defer"])
@@ -106,6 +120,12 @@ async def test_migrate_between_two_qmpd_processes(wd: Path) -> None:
         assert info["status"] == "completed" and "downtime" in info
         assert (await src.cmd("query-status"))["status"] == "postmigrate"
         assert (await dst.cmd("query-status"))["status"] == "running"
+        # the postmigrate gate (the full table: tests/qmp/test_gating.py)
+        with pytest.raises(ExecuteError, match=r"^Can't migrate the vm that was paused due "
+                                               r"to previous migration$"):
+            await src.cmd("migrate", uri=uri)
+        with pytest.raises(ExecuteError, match=r"^'-incoming' was not specified on the "):
+            await dst.cmd("migrate-incoming", uri=uri)
         n = len(readers[1].lines())
         await readers[1].wait_lines(n + 200)
         report = check_stream(joined_stream(*readers), GUEST)
@@ -183,14 +203,47 @@ async def test_migrate_cancel_through_qmp(wd: Path) -> None:
         await src.wait_event("MIGRATION", status="cancelled")
         assert statuses(src) == ["setup", "active", "cancelling", "cancelled"]
         assert (await src.cmd("query-migrate")) == {"status": "cancelled"}
-        assert (await src.cmd("query-status"))["status"] == "running"
-        async with asyncio.timeout(10):  # dst has no events on: poll
-            while (await dst.cmd("query-migrate"))["status"] != "failed":
-                await asyncio.sleep(0.02)
-        assert (await dst.cmd("query-status"))["status"] == "inmigrate"
-        n = len(reader.lines())
-        await reader.wait_lines(n + 200)
-        assert check_stream(bytes(reader.data), guest).ok
+        await source_runs_on_destination_waits(src, dst, reader, guest)
+    finally:
+        await reader.close()
+        for p in (src, dst):
+            await p.close()
+
+
+async def test_yank_fails_a_plain_migration_as_qemu_does(wd: Path) -> None:
+    """``yank`` of the ``migration`` instance cuts a running plain migration: the source
+    goes to ``failed`` and runs on, the destination fails and keeps waiting. Without a
+    migration connection there is no such instance (DeviceNotFound, nothing yanked)."""
+    guest = "counter,wss=32M,dirty=64,pace=20000"
+    src = await QmpdProcess.start("src", wd, guest=guest)
+    dst = await QmpdProcess.start("dst", wd, guest=guest,
+                                  extra=["-incoming", f"unix:{wd}/mig.sock"])
+    reader = Observer(src.serial_path)
+    migration = {"instances": [{"type": "migration"}]}
+    try:
+        await reader.start()
+        for node in (src, dst):  # dst listens, but no connection yet
+            with pytest.raises(ExecuteError, match=r"^Instance not found$") as err:
+                await node.qmp.execute("yank", migration, oob=True)
+            assert err.value.error_class == "DeviceNotFound"
+        await src.cmd("migrate-set-capabilities",
+                      capabilities=[{"capability": "events", "state": True}])
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
+        await src.cmd("migrate", uri=f"unix:{wd}/mig.sock")
+        await src.wait_event("MIGRATION", status="active")
+        with pytest.raises(ExecuteError, match=r"^Instance not found$"):  # checked first
+            await src.qmp.execute("yank", {"instances": [
+                {"type": "migration"}, {"type": "chardev", "id": "serial0"}]}, oob=True)
+        assert (await src.cmd("query-migrate"))["status"] == "active"
+        await src.qmp.execute("yank", migration, oob=True)
+        await src.wait_event("MIGRATION", status="failed")
+        assert statuses(src) == ["setup", "active", "failed"]
+        info = await src.cmd("query-migrate")
+        assert info["status"] == "failed" and info["error-desc"]
+        await source_runs_on_destination_waits(src, dst, reader, guest)
+        for node in (src, dst):  # the connection is gone, and so is the instance
+            with pytest.raises(ExecuteError, match=r"^Instance not found$"):
+                await node.qmp.execute("yank", migration, oob=True)
     finally:
         await reader.close()
         for p in (src, dst):

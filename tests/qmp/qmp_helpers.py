@@ -1,4 +1,5 @@
-"""Shared test helpers: real ``qmpd`` subprocesses on real sockets, a raw QMP line client."""
+"""Shared test helpers: real ``qmpd`` subprocesses on real sockets, a raw QMP line client,
+and a real in-process command context (a VM stack started paused) for the dispatcher."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from qmpd.commands.context import CommandContext
+from qmpd.config import DaemonConfig
+from qmpd.events import EventBus
+from qmpd.machine.runstate import RunStateHolder
+from qmpd.schema import Schema
+from qmpd.vmstack import VmStack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,3 +165,29 @@ def error(desc: str, cls: str = "GenericError", **extra: Any) -> dict[str, Any]:
     reply: dict[str, Any] = {"error": {"class": cls, "desc": desc}}
     reply.update(extra)
     return reply
+
+
+@asynccontextmanager
+async def vm_context(schema: Schema) -> AsyncIterator[CommandContext]:
+    """The daemon's command context over a real VM stack (started paused, ``-S``)."""
+    config = DaemonConfig(start_paused=True)
+    runstate = RunStateHolder()
+    stack = await VmStack.build(config, runstate, lambda name, data: None)
+    try:
+        yield CommandContext(runstate=runstate, events=EventBus(schema.validate_event),
+                             vm_name=None, shutdown=lambda cause: None, schema=schema,
+                             config=config, machine=stack.machine, vm=stack.vm,
+                             migration=stack.migration, colo=stack.colo)
+    finally:
+        await stack.aclose()
+
+
+class NegotiatedSession:
+    """The session view a dispatcher needs: negotiated, oob offered and not enabled."""
+
+    negotiated = True
+    oob_offered = True
+    oob_enabled = False
+
+    def negotiate(self, oob: bool) -> None:
+        raise AssertionError("already negotiated")

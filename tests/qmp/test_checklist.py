@@ -13,7 +13,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 from qmp_helpers import REPO, Qmpd, Raw, error
 
 from qmpd.commands.base import qmp_capabilities
-from qmpd.errors import QMPError
+from qmpd.commands.errors import QMPError
 
 
 def test_01_listen_unix_and_tcp(daemon: Qmpd) -> None:

@@ -1,21 +1,28 @@
-"""The dispatcher's start-up check and its error mapping, on a small real schema."""
+"""The dispatcher's start-up check, gate and error mapping, on a small real schema.
+
+The context is a real one: a VM stack (machine, migration, COLO) started paused.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from qmp_helpers import NegotiatedSession, vm_context
 
 from qmpd.commands.context import CommandContext
 from qmpd.commands.dispatcher import CommandDispatcher
+from qmpd.commands.errors import QMPError
+from qmpd.commands.gating import in_colo, in_runstates
 from qmpd.commands.registry import CommandRegistry
-from qmpd.config import DaemonConfig
-from qmpd.errors import MachineError, QMPError
+from qmpd.errors import MachineError, NotFoundError
 from qmpd.events import EventBus
-from qmpd.machine.runstate import RunStateHolder
+from qmpd.machine.runstate import RunState
 from qmpd.schema import Schema, SchemaError, load
 
 EXAMPLE = [[{"->": {"execute": "x"}}, {"<-": {"return": {}}}]]
@@ -31,15 +38,6 @@ SCHEMA: dict[str, Any] = {"qmpd-schema": 1, "doc": "t", "definitions": [
 ]}
 
 
-class _Session:
-    negotiated = True
-    oob_offered = True
-    oob_enabled = False
-
-    def negotiate(self, oob: bool) -> None:
-        raise AssertionError("not used")
-
-
 @pytest.fixture
 def schema(tmp_path: Path) -> Schema:
     path = tmp_path / "schema.json"
@@ -47,10 +45,10 @@ def schema(tmp_path: Path) -> Schema:
     return load(path)
 
 
-def _context(schema: Schema) -> CommandContext:
-    return CommandContext(runstate=RunStateHolder(), events=EventBus(schema.validate_event),
-                          vm_name=None, shutdown=lambda cause: None, schema=schema,
-                          config=DaemonConfig())
+@pytest_asyncio.fixture
+async def ctx(schema: Schema) -> AsyncIterator[CommandContext]:
+    async with vm_context(schema) as context:
+        yield context
 
 
 def _registry(get_result: Any, act_error: Exception | None = None) -> CommandRegistry:
@@ -71,12 +69,13 @@ def _registry(get_result: Any, act_error: Exception | None = None) -> CommandReg
     return registry
 
 
-def test_refuses_schema_and_handlers_that_disagree(schema: Schema) -> None:
+def test_refuses_schema_and_handlers_that_disagree(schema: Schema, ctx: CommandContext
+                                                   ) -> None:
     registry = _registry({"n": 1})
     del registry.handlers["act"]
     registry.command("extra")(lambda ctx: None)
     with pytest.raises(SchemaError) as info:
-        CommandDispatcher(_context(schema), registry, schema)
+        CommandDispatcher(ctx, registry, schema)
     assert str(info.value) == ("schema.json and command handlers disagree: no handler for "
                                "['act'], no schema entry for ['extra']")
 
@@ -103,32 +102,55 @@ def test_x_names_need_unstable(tmp_path: Path) -> None:
     ({"n": 1, "extra": 2}, ("GenericError", "internal error: get returned a bad value")),
     ([], ("GenericError", "internal error: get returned a bad value")),
 ])
-def test_return_values_are_validated(schema: Schema, result: Any,
+def test_return_values_are_validated(schema: Schema, ctx: CommandContext, result: Any,
                                      outcome: tuple[Any, Any]) -> None:
-    dispatcher = CommandDispatcher(_context(schema), _registry(result), schema)
-    assert dispatcher.dispatch(_Session(), "get", {}, False) == outcome
+    dispatcher = CommandDispatcher(ctx, _registry(result), schema)
+    assert dispatcher.dispatch(NegotiatedSession(), "get", {}, False) == outcome
 
 
 @pytest.mark.parametrize("err,outcome", [
     (QMPError("Device 'x' not found", "DeviceNotFound"), ("DeviceNotFound",
                                                           "Device 'x' not found")),
+    (QMPError("Capability oob not available"), ("GenericError",
+                                                "Capability oob not available")),
+    (NotFoundError("Instance not found"), ("DeviceNotFound", "Instance not found")),
     (MachineError("KVM_RUN failed"), ("GenericError", "KVM_RUN failed")),
     (ZeroDivisionError("division by zero"), ("GenericError",
                                              "internal error: division by zero")),
 ])
-def test_errors_are_mapped(schema: Schema, err: Exception, outcome: tuple[str, str]) -> None:
-    dispatcher = CommandDispatcher(_context(schema), _registry({"n": 1}, err), schema)
-    assert dispatcher.dispatch(_Session(), "act", {"how-much": 3}, False) == outcome
-    assert dispatcher.dispatch(_Session(), "act", {"how-much": 300}, False) == \
+def test_errors_are_mapped(schema: Schema, ctx: CommandContext, err: Exception,
+                           outcome: tuple[str, str]) -> None:
+    dispatcher = CommandDispatcher(ctx, _registry({"n": 1}, err), schema)
+    assert dispatcher.dispatch(NegotiatedSession(), "act", {"how-much": 3}, False) == outcome
+    assert dispatcher.dispatch(NegotiatedSession(), "act", {"how-much": 300}, False) == \
         ("GenericError", "Parameter 'how-much' expects uint8_t")
 
 
-def test_async_handlers_and_oob_check(schema: Schema) -> None:
-    dispatcher = CommandDispatcher(_context(schema), _registry({"n": 1}), schema)
-    pending = dispatcher.dispatch(_Session(), "x-wait", {}, False)
+def test_gate_is_checked_after_the_arguments_and_before_the_handler(
+        schema: Schema, ctx: CommandContext) -> None:
+    registry = _registry({"n": 1}, ZeroDivisionError("handler ran"))
+    act = registry.handlers["act"]
+    registry.handlers["act"] = type(act)(act.name, act.fn, act.is_async, act.needs_session, (
+        in_colo("not in COLO"),
+        in_runstates("first matching rule", RunState.PRELAUNCH, RunState.PAUSED),
+        in_runstates("second matching rule", RunState.PRELAUNCH)))
+    dispatcher = CommandDispatcher(ctx, registry, schema)
+    assert ctx.runstate.state is RunState.PRELAUNCH
+    assert dispatcher.dispatch(NegotiatedSession(), "act", {"how-much": 300}, False) == \
+        ("GenericError", "Parameter 'how-much' expects uint8_t")
+    assert dispatcher.dispatch(NegotiatedSession(), "act", {"how-much": 3}, False) == \
+        ("GenericError", "first matching rule")
+    ctx.vm.start()
+    assert dispatcher.dispatch(NegotiatedSession(), "act", {"how-much": 3}, False) == \
+        ("GenericError", "internal error: handler ran")
+
+
+async def test_async_handlers_and_oob_check(schema: Schema, ctx: CommandContext) -> None:
+    dispatcher = CommandDispatcher(ctx, _registry({"n": 1}), schema)
+    pending = dispatcher.dispatch(NegotiatedSession(), "x-wait", {}, False)
     assert not isinstance(pending, tuple)
-    assert asyncio.run(pending) == (None, {})  # type: ignore[arg-type]
-    assert dispatcher.dispatch(_Session(), "get", {}, True) == \
+    assert await pending == (None, {})
+    assert dispatcher.dispatch(NegotiatedSession(), "get", {}, True) == \
         ("GenericError", "The command get does not support OOB")
 
 
@@ -146,17 +168,15 @@ def test_events_are_validated(schema: Schema) -> None:
     assert len(seen) == 1
 
 
-def test_hmp_info_table_is_extensible(schema: Schema) -> None:
+async def test_hmp_info_table_is_extensible(ctx: CommandContext) -> None:
     from qmpd.commands.hmp import HMP_INFO, hmp_info, run_hmp
 
     @hmp_info("qmpd-test", "show a test line")
     async def info_test(ctx: CommandContext, args: str) -> str:
         return f"args={args!r}\nsecond line\n"
     try:
-        ctx = _context(schema)
-        assert asyncio.run(run_hmp(ctx, "info qmpd-test  a b ")) == \
-            "args='a b'\r\nsecond line\r\n"
-        assert "info qmpd-test  -- show a test line\r\n" in asyncio.run(run_hmp(ctx, "info"))
-        assert asyncio.run(run_hmp(ctx, "info nothing")) == "unknown command: 'info nothing'\r\n"
+        assert await run_hmp(ctx, "info qmpd-test  a b ") == "args='a b'\r\nsecond line\r\n"
+        assert "info qmpd-test  -- show a test line\r\n" in await run_hmp(ctx, "info")
+        assert await run_hmp(ctx, "info nothing") == "unknown command: 'info nothing'\r\n"
     finally:
         del HMP_INFO["qmpd-test"]
