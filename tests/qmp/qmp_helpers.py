@@ -23,6 +23,7 @@ from qmpd.config import DaemonConfig
 from qmpd.events import EventBus
 from qmpd.machine.runstate import RunStateHolder
 from qmpd.schema import Schema
+from qmpd.schema import load as load_schema
 from qmpd.vmstack import VmStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,10 +170,11 @@ def error(desc: str, cls: str = "GenericError", **extra: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def vm_context(schema: Schema) -> AsyncIterator[CommandContext]:
-    """The daemon's command context over a real VM stack (started paused, ``-S``)."""
+    """The daemon's command context over a real VM stack (started paused, ``-S``); the
+    commands see ``schema``, the stack is built from the real one (migration's)."""
     config = DaemonConfig(start_paused=True)
     runstate = RunStateHolder()
-    stack = await VmStack.build(config, runstate, lambda name, data: None)
+    stack = await VmStack.build(config, runstate, lambda name, data: None, load_schema())
     try:
         yield CommandContext(runstate=runstate, events=EventBus(schema.validate_event),
                              vm_name=None, shutdown=lambda cause: None, schema=schema,
