@@ -149,18 +149,7 @@ class MigrationManager:
             else:
                 info["total-time"] = int((time.monotonic() - c.start) * 1000)
                 info["expected-downtime"] = c.expected_downtime_ms
-            done = status is _S.COMPLETED
-            info["ram"] = {
-                "transferred": c.transferred, "remaining": 0 if done else c.remaining,
-                "total": c.total, "duplicate": c.duplicate, "skipped": 0,
-                "normal": c.normal, "normal-bytes": c.normal * self.machine.page_size,
-                "dirty-pages-rate": 0 if done else c.dirty_pages_rate, "mbps": c.mbps,
-                "dirty-sync-count": c.dirty_sync_count, "postcopy-requests": 0,
-                "page-size": self.machine.page_size, "multifd-bytes": 0,
-                "pages-per-second": c.pages_per_second, "precopy-bytes": c.precopy_bytes,
-                "downtime-bytes": c.downtime_bytes, "postcopy-bytes": 0,
-                "dirty-sync-missed-zero-copy": 0,
-            }
+            info["ram"] = c.ram_info(self.machine.page_size, done=status is _S.COMPLETED)
         elif status is _S.FAILED and self._error:
             info["error-desc"] = self._error
         return info

@@ -107,6 +107,20 @@ class RamCounters:
     downtime_ms: int | None = None
     expected_downtime_ms: int = 0
 
+    def ram_info(self, page_size: int, *, done: bool) -> dict[str, object]:
+        """``query-migrate``'s MigrationStats (``ram``); ``done``: completed."""
+        return {
+            "transferred": self.transferred, "remaining": 0 if done else self.remaining,
+            "total": self.total, "duplicate": self.duplicate, "skipped": 0,
+            "normal": self.normal, "normal-bytes": self.normal * page_size,
+            "dirty-pages-rate": 0 if done else self.dirty_pages_rate, "mbps": self.mbps,
+            "dirty-sync-count": self.dirty_sync_count, "postcopy-requests": 0,
+            "page-size": page_size, "multifd-bytes": 0,
+            "pages-per-second": self.pages_per_second, "precopy-bytes": self.precopy_bytes,
+            "downtime-bytes": self.downtime_bytes, "postcopy-bytes": 0,
+            "dirty-sync-missed-zero-copy": 0,
+        }
+
 
 class PrecopySource:
     """Runs one outgoing precopy migration on an open connection.
