@@ -37,7 +37,7 @@ FRESH_PARAMETERS: dict[str, object] = {
     "compress-wait-thread": True, "decompress-threads": 2,
     "throttle-trigger-threshold": 50, "cpu-throttle-initial": 20,
     "cpu-throttle-increment": 10, "cpu-throttle-tailslow": False, "tls-creds": "",
-    "tls-hostname": "", "tls-authz": "", "max-bandwidth": 32 << 20,
+    "tls-hostname": "", "tls-authz": "", "max-bandwidth": 128 << 20,
     "downtime-limit": 300, "x-checkpoint-delay": 200, "block-incremental": False,
     "multifd-channels": 2, "xbzrle-cache-size": 64 << 20, "max-postcopy-bandwidth": 0,
     "max-cpu-throttle": 99, "multifd-compression": "none", "multifd-zlib-level": 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -193,3 +194,53 @@ class NegotiatedSession:
 
     def negotiate(self, oob: bool) -> None:
         raise AssertionError("already negotiated")
+
+
+#: QEMU itself, where installed: tests compare qmpd's answers with a real QEMU 7.2's.
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+def start_qemu_72(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``qemu-system-x86_64 -machine none`` 7.2 and its QMP socket path.
+
+    Without QEMU the calling test is skipped with the reason (failed when CI is set);
+    a QEMU other than 7.2 skips it too.
+    """
+    if QEMU is None:
+        if os.environ.get("CI"):
+            pytest.fail("qemu-system-x86_64 is not installed but CI is set")
+        pytest.skip("qemu-system-x86_64 not installed: QEMU 7.2 comparison not run")
+    path = tmp / "qemu.sock"
+    proc = subprocess.Popen(
+        [QEMU, "-machine", "none", "-nodefaults", "-display", "none",
+         "-qmp", f"unix:{path},server=on,wait=off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"QEMU did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.02)
+    first = Raw(str(path))
+    greeting = first.greeting
+    first.close()
+    assert greeting is not None
+    version = greeting["QMP"]["version"]["qemu"]
+    if (version["major"], version["minor"]) != (7, 2):
+        proc.kill()
+        proc.wait(10)
+        pytest.skip(f"installed QEMU is {version}, not 7.2: comparison not run")
+    return proc, str(path)
+
+
+def wait_listening(path: str) -> None:
+    """The socket file appears at bind(), a moment before listen()."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            Raw(path).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

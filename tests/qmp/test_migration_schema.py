@@ -196,4 +196,4 @@ def test_hmp_lists_the_schema_members_in_qemu_72_hmp_order(raw: Raw) -> None:
                 **{"command-line": "info migrate_parameters"})["return"]
     assert [line.split(":")[0] for line in text.splitlines()] == shown
     assert "announce-initial: 50 ms" in text and "tls-creds: ''" in text
-    assert "compress-wait-thread: on" in text and "max-bandwidth: 33554432 bytes/second" in text
+    assert "compress-wait-thread: on" in text and "max-bandwidth: 134217728 bytes/second" in text

@@ -17,18 +17,12 @@ negotiation; the postcopy-only commands outside postcopy (``execute`` and
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from qmp_helpers import Raw, error, start_qmpd
-
-QEMU = shutil.which("qemu-system-x86_64")
+from qmp_helpers import Raw, error, start_qemu_72, start_qmpd, wait_listening
 
 BAD_UTF8 = "JSON parse error, invalid UTF-8 sequence in string"
 NOT_OBJECT = "QMP input must be a JSON object"
@@ -126,35 +120,6 @@ PRE_NEGOTIATION: list[tuple[bytes, list[dict[str, Any]]]] = [
 ]
 
 
-def _start_qemu(tmp: Path) -> subprocess.Popen[bytes]:
-    assert QEMU is not None
-    path = tmp / "qemu.sock"
-    proc = subprocess.Popen(
-        [QEMU, "-machine", "none", "-nodefaults", "-display", "none",
-         "-qmp", f"unix:{path},server=on,wait=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while not path.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"QEMU did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.02)
-    return proc
-
-
-def _wait_listening(path: str) -> None:
-    """The socket file appears at bind(), a moment before listen()."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            Raw(path).close()
-            return
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module", params=["qmpd", "qemu-7.2"])
 def server(request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, str]]:
@@ -162,22 +127,13 @@ def server(request: pytest.FixtureRequest,
     tmp = tmp_path_factory.mktemp("wire")
     if request.param == "qmpd":
         d = start_qmpd(tmp)
-        _wait_listening(d.path)
+        wait_listening(d.path)
         yield d.path, d.proc.pid, "qmpd"
         assert d.stop() == 0
         return
-    if QEMU is None:
-        if os.environ.get("CI"):
-            pytest.fail("qemu-system-x86_64 is not installed but CI is set")
-        pytest.skip("qemu-system-x86_64 not installed: QEMU 7.2 comparison not run")
-    proc = _start_qemu(tmp)
+    proc, path = start_qemu_72(tmp)
     try:
-        greeting = Raw(str(tmp / "qemu.sock")).greeting
-        assert greeting is not None
-        version = greeting["QMP"]["version"]["qemu"]
-        if (version["major"], version["minor"]) != (7, 2):
-            pytest.skip(f"installed QEMU is {version}, not 7.2: comparison not run")
-        yield str(tmp / "qemu.sock"), proc.pid, "qemu"
+        yield path, proc.pid, "qemu"
     finally:
         proc.kill()
         proc.wait(10)
