@@ -179,7 +179,6 @@ class ColoManager:
             # Cancelled by failover.
         except (QmpdError, OSError, EOFError) as err:
             log.error("COLO %s: %s", self.mode.value, err)
-            self.stats.failed_checkpoints += 1
         if self._chan is not None:
             self._chan.abort()
         reason = (ColoExitReason.REQUEST

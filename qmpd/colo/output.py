@@ -24,19 +24,16 @@ class OutputCommit:
     def __init__(self, sink: Callable[[bytes], None]) -> None:
         self._sink = sink
         self._held: deque[tuple[int, bytes | bytearray]] = deque()
-        self._held_bytes = 0
-        self.released_bytes = 0
 
     @property
     def held_bytes(self) -> int:
         """Bytes produced by the guest and not yet released."""
-        return self._held_bytes
+        return sum(len(data) for _, data in self._held)
 
     def hold(self, epoch: int, data: bytes | bytearray) -> None:
         """Hold the output ``data`` of ``epoch`` (the checkpoint number ending it)."""
         if data:
             self._held.append((epoch, data))
-            self._held_bytes += len(data)
 
     def release_through(self, epoch: int) -> int:
         """Release every held epoch up to and including ``epoch``; return bytes released."""
@@ -47,8 +44,6 @@ class OutputCommit:
             chunks.append(data)
             total += len(data)
         if chunks:
-            self._held_bytes -= total
-            self.released_bytes += total
             self._sink(b"".join(chunks))
         return total
 

@@ -31,7 +31,6 @@ class ColoStats:
     """Counters plus the most recent checkpoints (bounded)."""
 
     checkpoints: int = 0
-    failed_checkpoints: int = 0
     epoch_overruns: int = 0
     early_checkpoints: int = 0
     #: x-colo-lost-heartbeat to the guest running (the last failover), ms

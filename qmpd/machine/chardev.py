@@ -37,7 +37,6 @@ class Chardev:
     def __init__(self, filename: str) -> None:
         #: QEMU's query-chardev ``filename``.
         self.filename = filename
-        self.written = 0
         self.dropped = 0
 
     @property
@@ -50,7 +49,6 @@ class Chardev:
 
     def write(self, data: bytes) -> None:
         """Send guest output (never blocks)."""
-        self.written += len(data)
 
     def close(self) -> None:
         """Release the backend (idempotent)."""
@@ -83,7 +81,6 @@ class FdChardev(Chardev):
                 view = view[os.write(self._fd, view):]
         except OSError:
             self.dropped += len(view)
-        self.written += len(data) - len(view)
 
     def close(self) -> None:
         if self._fd >= 0 and self._path is not None:
@@ -167,7 +164,6 @@ class SocketChardev(Chardev):
             self.dropped += len(data)
             return
         writer.write(data)
-        self.written += len(data)
 
     def close(self) -> None:
         for task in self._tasks:

@@ -17,9 +17,10 @@ from qmpd.machine.errors import MachineConfigError
 from qmpd.machine.kvm.system import KVM_DEVICE
 from qmpd.options import ACCELS, Accel, keyval, parse_size
 
-KiB, MiB, GiB, TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+MiB, GiB = 1 << 20, 1 << 30
 PAGE_SIZE = 4096
-#: Largest guest the page tables the VMM builds can map (layout.MAX_PDS GiB).
+#: Largest guest the page tables the VMM builds can map: one page directory per GiB,
+#: 64 of them between layout.PD_GPA and layout.TSS_GPA.
 MAX_MEM_BYTES = 64 * GiB
 
 

@@ -103,7 +103,6 @@ class OutputRing:
                           + layout.RING_SLOTS * layout.SLOT_BYTES].reshape(
                               layout.RING_SLOTS, layout.SLOT_BYTES)
         hdr = ram[layout.RING_HDR_GPA:layout.RING_HDR_GPA + layout.PAGE].view(np.uint64)
-        self._hdr = hdr
         # Byte views for the small-batch path (plain Python beats numpy below ~32 records).
         self._ring_mv = self._slots.reshape(-1).data
         self._hdr_mv = hdr.view(np.uint8).data

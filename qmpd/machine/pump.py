@@ -32,7 +32,6 @@ class OutputPump:
         self._sink = sink
         self._held = False
         self._first_held_at: float | None = None
-        self.bytes_out = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin pumping; notifications arrive from the vCPU thread."""
@@ -78,5 +77,4 @@ class OutputPump:
 
     def write(self, data: bytes) -> None:
         """Release ``data`` to the chardev."""
-        self.bytes_out += len(data)
         self._sink(data)

@@ -148,7 +148,6 @@ class PrecopySource:
         self.runstate_at_stop = ""
         self._phase = StateMachine(SourcePhase.SETUP, PHASES,
                                    name="migration source phase", logger=log)
-        self.stopped_vm = False
         self.dirty_logging = False
         self._rp_task: asyncio.Task[tuple[int, str]] | None = None
         n = min(BATCH_PAGES, machine.npages)
@@ -158,11 +157,6 @@ class PrecopySource:
         self._window_bytes = 0
         self._downtime_start = 0.0
         self._last_sync = time.monotonic()
-
-    @property
-    def phase(self) -> SourcePhase:
-        """The phase the sender is in."""
-        return self._phase.state
 
     # -- the phases ---------------------------------------------------------------
     async def run(self) -> None:
@@ -236,7 +230,6 @@ class PrecopySource:
         self._downtime_start = time.monotonic()
         self.runstate_at_stop = self._global_state()  # QEMU's global_state_store()
         self._vm_stop(RunState.FINISH_MIGRATE)
-        self.stopped_vm = True
 
     async def _final(self, dirty: npt.NDArray[np.intp]) -> None:
         self._phase.set(SourcePhase.FINAL)

@@ -49,9 +49,6 @@ _U32: Final = struct.Struct(">I")
 MAX_PAGES_PER_SECTION: Final = 16384
 #: Largest CPU/device state blob accepted.
 MAX_STATE_BYTES: Final = 16 << 20
-#: Largest guest accepted (and page sizes allowed).
-MAX_RAM_BYTES: Final = 1 << 40
-PAGE_SIZES: Final = frozenset({4096})
 ZERO_PAGE: Final = np.uint64(1 << 63)
 _RESERVED: Final = np.uint64(((1 << 63) - 1) ^ ((1 << 32) - 1))
 _INDEX: Final = np.uint64((1 << 32) - 1)
@@ -283,28 +280,3 @@ class StreamDecoder:
                                        f"{len(normal)} pages need {expect}")
         data = np.frombuffer(payload[end_idx:], dtype=np.uint8)
         return RamBatch(normal, index[is_zero], data.reshape(len(normal), self.page_size))
-
-    def decode_all(self, buf: Buffer) -> list[Section]:
-        """Decode a whole in-memory sequence of sections ending with END.
-
-        Everything is validated before the list is returned (for all-or-nothing users).
-        """
-        view = memoryview(buf).cast("B")
-        out: list[Section] = []
-        pos = 0
-        while True:
-            if len(view) - pos < SECTION.size:
-                raise MigrationStreamError(f"truncated: {len(view) - pos} bytes left where "
-                                           f"a {SECTION.size}-byte section header belongs")
-            kind, length, crc = self.section_header(view[pos:pos + SECTION.size])
-            pos += SECTION.size
-            if len(view) - pos < length:
-                raise MigrationStreamError(f"section {kind.name}: truncated, {len(view) - pos}"
-                                           f" of {length} payload bytes")
-            sec = self.section(kind, view[pos:pos + length], crc)
-            pos += length
-            out.append(sec)
-            if isinstance(sec, End):
-                if pos != len(view):
-                    raise MigrationStreamError(f"{len(view) - pos} bytes after END")
-                return out

@@ -98,7 +98,6 @@ class MigrationConnection:
         self._hbuf = bytearray(SECTION.size)
         self.closed = False
         self.bytes_sent = 0
-        self.bytes_received = 0
 
     # -- sending ------------------------------------------------------------------
     async def send(self, parts: Sequence[Buffer]) -> None:
@@ -172,8 +171,6 @@ class MigrationConnection:
                 got += n
         except OSError as err:
             raise self._fail(err) from err
-        finally:
-            self.bytes_received += got
 
     async def recv_some(self, buf: memoryview) -> int:
         """Read what is available into ``buf`` (at least 1 byte); 0 means EOF."""
@@ -181,7 +178,6 @@ class MigrationConnection:
             n = await self._loop.sock_recv_into(self._sock, buf)
         except OSError as err:
             raise self._fail(err) from err
-        self.bytes_received += n
         return n
 
     async def recv_exactly(self, n: int) -> bytes:

@@ -139,11 +139,6 @@ class JSONStreamer:
         self._text = None
         self._non_ascii = False
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet consumed by the lexer."""
-        return len(self._buf) - self._pos
-
     def next(self) -> object:
         """Return the next message (a JSON value or :class:`ParseError`) or NEED_MORE."""
         if self._state == S_START and not self._tokens and not self._tok:

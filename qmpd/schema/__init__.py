@@ -69,10 +69,6 @@ class Schema:
         #: the ``query-qmp-schema`` return value
         self.schema_info = build_schema_info(index)
 
-    def arg_model(self, command: str) -> Any:
-        """Pydantic TypeAdapter of a command's arguments."""
-        return self.models.adapter(self.index.commands[command].args_type)
-
     def return_model(self, command: str) -> Any:
         """Pydantic TypeAdapter of a command's return value (None: returns ``{}``)."""
         ref = self.index.commands[command].returns

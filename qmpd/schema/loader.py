@@ -83,10 +83,6 @@ class SchemaIndex:
     events: dict[str, Definition]
     types: dict[str, Definition]
 
-    def object_members(self, type_name: str) -> list[Member]:
-        """Members of a struct (base first) or of an implicit command/event object."""
-        return self.types[type_name].members
-
 
 def _typeref(raw: Any, where: str) -> str:
     if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):

@@ -11,6 +11,11 @@ import numpy.typing as npt
 from qmpd.migration.stream import (
     FLAG_RETURN_PATH,
     SECTION,
+    Buffer,
+    End,
+    MigrationStreamError,
+    Section,
+    StreamDecoder,
     StreamHeader,
     encode_end,
     encode_pass_end,
@@ -67,3 +72,29 @@ def section(kind: int, payload: bytes, crc: int | None = None) -> bytes:
 def ram_payload(indices: list[int], pages: bytes = b"") -> bytes:
     return struct.pack(">I", len(indices)) + b"".join(struct.pack(">Q", i) for i in indices) \
         + pages
+
+
+def decode_all(dec: StreamDecoder, buf: Buffer) -> list[Section]:
+    """Decode a whole in-memory sequence of sections ending with END (tests only).
+
+    Everything is validated before the list is returned.
+    """
+    view = memoryview(buf).cast("B")
+    out: list[Section] = []
+    pos = 0
+    while True:
+        if len(view) - pos < SECTION.size:
+            raise MigrationStreamError(f"truncated: {len(view) - pos} bytes left where "
+                                       f"a {SECTION.size}-byte section header belongs")
+        kind, length, crc = dec.section_header(view[pos:pos + SECTION.size])
+        pos += SECTION.size
+        if len(view) - pos < length:
+            raise MigrationStreamError(f"section {kind.name}: truncated, {len(view) - pos}"
+                                       f" of {length} payload bytes")
+        sec = dec.section(kind, view[pos:pos + length], crc)
+        pos += length
+        out.append(sec)
+        if isinstance(sec, End):
+            if pos != len(view):
+                raise MigrationStreamError(f"{len(view) - pos} bytes after END")
+            return out

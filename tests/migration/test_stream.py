@@ -25,7 +25,7 @@ from qmpd.migration.stream import (
     encode_ram,
 )
 
-from .streams import PAGE, build_stream, join, ram_payload, section
+from .streams import PAGE, build_stream, decode_all, join, ram_payload, section
 
 NPAGES = 64
 
@@ -33,7 +33,7 @@ NPAGES = 64
 def decode(data: bytes, npages: int = NPAGES) -> tuple[StreamHeader, list[object]]:
     dec = StreamDecoder(npages, PAGE)
     header = dec.header(data[:HEADER.size])
-    return header, list(dec.decode_all(data[HEADER.size:]))
+    return header, list(decode_all(dec, data[HEADER.size:]))
 
 
 def apply(sections: list[object], npages: int = NPAGES) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_zero_pages_are_elided() -> None:
     data = np.ones((1, PAGE), dtype=np.uint8)
     wire = join(encode_ram(normal, zero, data))
     assert len(wire) == SECTION.size + 4 + 11 * 8 + PAGE
-    sec = StreamDecoder(NPAGES, PAGE).decode_all(wire + join_end())[0]
+    sec = decode_all(StreamDecoder(NPAGES, PAGE), wire + join_end())[0]
     assert isinstance(sec, RamBatch)
     assert sec.normal.tolist() == [3] and sec.zero.tolist() == list(range(10, 20))
 
@@ -134,7 +134,7 @@ def test_bad_header(field: int, value: object, match: str) -> None:
 ])
 def test_hostile_sections(raw: bytes, match: str) -> None:
     with pytest.raises(MigrationStreamError, match=match):
-        StreamDecoder(NPAGES, PAGE).decode_all(raw + join_end())
+        decode_all(StreamDecoder(NPAGES, PAGE), raw + join_end())
 
 
 def test_absurd_length_allocates_nothing() -> None:
@@ -143,7 +143,7 @@ def test_absurd_length_allocates_nothing() -> None:
     try:
         for length in (1 << 40, (1 << 64) - 1, MAX_PAGES_PER_SECTION * (PAGE + 8) + 5):
             with pytest.raises(MigrationStreamError):
-                dec.decode_all(SECTION.pack(1, length, 0))
+                decode_all(dec, SECTION.pack(1, length, 0))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -179,12 +179,12 @@ def test_fuzz_mutations_never_escape(data: st.DataObject) -> None:
 @given(st.binary(max_size=200))
 def test_fuzz_random_bytes(raw: bytes) -> None:
     with contextlib.suppress(MigrationStreamError):
-        StreamDecoder(8, PAGE).decode_all(raw)
+        decode_all(StreamDecoder(8, PAGE), raw)
 
 
 def test_end_carries_the_source_run_state() -> None:
     from qmpd.migration.stream import encode_end
-    secs = StreamDecoder(NPAGES, PAGE).decode_all(join(encode_end("paused")))
+    secs = decode_all(StreamDecoder(NPAGES, PAGE), join(encode_end("paused")))
     assert secs == [End("paused")]
     with pytest.raises(ValueError):
         encode_end("x" * 33)

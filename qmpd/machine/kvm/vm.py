@@ -21,7 +21,6 @@ class VmFd:
     def __init__(self, fd: int, kvm: Kvm) -> None:
         self.fd = fd
         self.kvm = kvm
-        self.manual_dirty_protect = False
 
     def _ioctl(self, name: str, req: int, arg: object) -> int:
         try:
@@ -55,7 +54,6 @@ class VmFd:
             fcntl.ioctl(self.fd, k.KVM_ENABLE_CAP, cap)
         except OSError:
             return False
-        self.manual_dirty_protect = True
         return True
 
     def get_dirty_log(self, slot: int, bitmap_addr: int) -> None:
