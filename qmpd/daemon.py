@@ -12,8 +12,9 @@ Start-up::
 
 Everything built at start-up (schema, models, handlers, the machine) lives as long as the
 process: it is moved out of the collector's reach (``gc.freeze``), so that a full
-collection walks only what was allocated since, not a heap that cost ~15 ms a pass on
-the event loop (seen right after a COLO takeover, delaying the guest's first output).
+collection walks only what was allocated since, not the whole start-up heap, a pass
+long enough to stall the event loop (seen right after a COLO takeover, delaying the
+guest's first output; figure: bench/results/design-figures.md).
 
 Shutdown (``quit``, SIGTERM, SIGINT, SIGHUP)::
 

@@ -87,8 +87,9 @@ class StateMachine(Generic[S]):
         self.name = name
         self._state = initial
         # The table as tuples keyed by member name: an Enum's __hash__ is Python code, so
-        # a frozenset test costs ~10x an identity scan of a few members (the vCPU sets its
-        # state twice in every checkpoint's pause).
+        # a frozenset test costs more than an identity scan of a few members, and the vCPU
+        # sets its state twice in every checkpoint's pause (figure: bench/results/
+        # design-figures.md).
         self._next = {m.name: tuple(transitions[m]) for m in type(initial)}
         self._allowed = self._next[initial.name]
         self._error = error

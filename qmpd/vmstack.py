@@ -41,8 +41,8 @@ from qmpd.schema import Schema
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, "dict[str, object] | None"], None]
-#: Without ``-guest``: the counter guest paced to about 20k records/s (flat out it would
-#: emit over a million records/s and keep a host core and the serial pump busy).
+#: Without ``-guest``: the counter guest paced, because flat out it would keep a host core
+#: and the serial pump busy (rates: bench/results/design-figures.md).
 DEFAULT_GUEST = GuestConfig(pace=200_000)
 
 EmitSink = Callable[[str, "dict[str, Any] | None"], object]

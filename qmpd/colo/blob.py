@@ -18,7 +18,7 @@ the guest is stopped, then ``add_state`` and ``seal``) and one decoder (:func:`p
 
 Version 2 differs from 1 only by the padding: with the buffers page-aligned, every page is
 copied to and from a page-aligned slot, which makes the gather done while the guest is
-stopped about a third faster here than into misaligned slots.
+stopped faster than into misaligned slots (bench/results/design-figures.md).
 
 The decoder checks magic, version, that the total length is exactly what the header
 announces, the padding, every page index, the state size limit and the crc *before*

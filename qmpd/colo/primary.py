@@ -21,11 +21,8 @@ transaction of QEMU's seven messages::
                            ◄── checkpoint-reply
 
 The message order is QEMU's. What differs is when the secondary makes a checkpoint its
-state: QEMU applies on receipt, so a primary that dies after the acknowledgement was
-sent but before it released its output leaves a gap in the output; here the secondary
-applies when the next request shows the output has left, and the only window left is a
-primary dying between two adjacent writes (the output, then the request), which would
-repeat one epoch's output rather than lose it.
+state: on the next request, which shows the output has left, not on receipt as QEMU does
+(why: docs/COLO.md, "Why the secondary applies on the *next* request").
 
 Pipelined (the default): the guest is started again as soon as its dirty pages and
 state are in the staging buffer; the transfer and acknowledgements overlap with the
@@ -60,7 +57,8 @@ log = logging.getLogger(__name__)
 #: How often an adaptive epoch samples the dirty log.
 SAMPLE_S = 0.005
 #: How long before the epoch ends the staging buffer is warmed (see Staging.warm):
-#: the gather in the pause then writes into cached lines (~65 us less at 1k pages here).
+#: the gather in the pause then writes into cached lines, shortening the pause
+#: (bench/results/design-figures.md).
 WARM_LEAD_S = 0.001
 
 
@@ -218,8 +216,8 @@ class ColoPrimary:
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_RECEIVED)
         await msg.expect_message(self.chan, ColoMessage.VMSTATE_LOADED)
         # Release and open the next transaction in one step, with no await in between:
-        # the next checkpoint-request is what tells the secondary that this epoch's
-        # output has left, so that it may make this checkpoint its state.
+        # the request tells the secondary this epoch's output has left (docs/COLO.md,
+        # "Why the secondary applies on the *next* request").
         self.commit.release_through(seq)
         self.chan.write(msg.encode(ColoMessage.CHECKPOINT_REQUEST))
         t_released = time.perf_counter()

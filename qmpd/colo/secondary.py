@@ -15,12 +15,10 @@ state ``colo`` and serves checkpoints::
                            ◄── vmstate-loaded  (sent together; the checkpoint is staged)
 
 A checkpoint becomes the secondary's state when the primary's next
-``checkpoint-request`` arrives: the primary writes it in the same step as it releases
-the epoch's output, so a staged checkpoint is applied exactly when its output has left
-the primary (DESIGN invariants 2 and 4). On failover a checkpoint still staged is
-dropped: its output never left, and the guest resumes from the one before, which
-re-creates that output. A partial, corrupt or hostile checkpoint raises before it is
-staged; nothing of it is ever applied (invariant 1).
+``checkpoint-request`` arrives, and one still staged at failover is dropped (why:
+docs/COLO.md, "Why the secondary applies on the *next* request"). A partial, corrupt or
+hostile checkpoint raises before it is staged; nothing of it is ever applied
+(invariant 1).
 """
 
 from __future__ import annotations

@@ -55,12 +55,13 @@ class GuestConfig:
     def effective_batch(self, dirty_logging: bool = False) -> int:
         """Records per doorbell: ``batch`` or, when 0, about one doorbell per 0.3 ms.
 
-        A step costs about 0.25 ns per pace iteration, a few ns per page written and the
+        A step's cost is estimated from the pace iterations, the pages written and the
         amortised full scan; while dirty logging is on (migration, COLO) each page written
-        also pays a 2-3 µs write-protect fault. The machine switches between the two
-        values when logging starts/stops (the guest rereads its config word every step),
-        so output latency stays near 0.3 ms with logging and the doorbell exits (~30 µs
-        each) stay cheap without it.
+        also pays a write-protect fault, which dominates. The machine switches between the
+        two values when logging starts/stops (the guest rereads its config word every step),
+        so output latency stays near 0.3 ms with logging and the doorbell exits stay few
+        without it. The per-unit costs (ns) are the benchmark host's:
+        bench/results/design-figures.md.
         """
         if self.batch:
             return self.batch

@@ -23,7 +23,8 @@ import numpy as np
 from qmpd.machine import layout
 
 _U64 = struct.Struct("<Q")
-#: Up to this many records a drain copies slot by slot; above, with numpy.
+#: Up to this many records a drain copies slot by slot; above, with numpy (where the two
+#: cross on the benchmark host: bench/results/design-figures.md).
 SMALL_BATCH = 32
 #: GuestOutput's soft cap: above it the vCPU thread stops draining the ring, so the guest
 #: blocks on a full ring (backpressure) instead of host memory growing without bound.
@@ -103,7 +104,7 @@ class OutputRing:
                           + layout.RING_SLOTS * layout.SLOT_BYTES].reshape(
                               layout.RING_SLOTS, layout.SLOT_BYTES)
         hdr = ram[layout.RING_HDR_GPA:layout.RING_HDR_GPA + layout.PAGE].view(np.uint64)
-        # Byte views for the small-batch path (plain Python beats numpy below ~32 records).
+        # Byte views for the small-batch path (SMALL_BATCH: plain Python beats numpy there).
         self._ring_mv = self._slots.reshape(-1).data
         self._hdr_mv = hdr.view(np.uint8).data
         self._cols = np.arange(layout.SLOT_BYTES, dtype=np.int64)[None, :]

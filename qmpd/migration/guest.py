@@ -3,8 +3,9 @@
 Migration is written against this so it depends on behaviour, not on the class
 :class:`qmpd.machine.Machine`. The resident-page helper reads ``/proc/self/pagemap``
 to learn which pages of guest RAM were never touched (and so read as zero) without
-touching them: a first read of an untouched page costs ~10 µs on our nested-KVM hosts,
-2.8 s per GiB, while the pagemap answers for a whole GiB in ~4 ms.
+touching them: a first read faults each untouched page in, seconds for a large guest,
+while the pagemap answers for a whole GiB orders of magnitude faster
+(bench/results/design-figures.md).
 """
 
 from __future__ import annotations
