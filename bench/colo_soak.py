@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 
-from qmpd.testing.harness import check_stream, joined_stream, start_colo_pair, workdir
+from qmpd.testing.harness import start_colo_pair, workdir
 
 GUEST = "counter,wss=16M,dirty=256,pace=20000,batch=8"
 ACCEL = "kvm" if os.path.exists("/dev/kvm") else "tcg"
@@ -35,19 +35,10 @@ async def one_round(rng: random.Random, kill_secondary: bool) -> tuple[bool, str
         await asyncio.sleep(0.1 + rng.random() * 1.0)
         if kill_secondary:
             pair.secondary.kill(signal.SIGKILL)
-            await pair.primary.wait_event("COLO_EXIT", mode="primary", reason="error")
-            await pair.primary.cmd("x-colo-lost-heartbeat")
-            seen = len(pair.primary_out.lines())
-            await pair.primary_out.wait_lines(seen + 30)
-            report = check_stream(bytes(pair.primary_out.data), GUEST)
+            report = await pair.primary_runs_on(GUEST)
         else:
             pair.primary.kill(signal.SIGKILL)
-            await pair.primary.proc.wait()
-            await pair.primary_out.eof.wait()
-            await pair.secondary.wait_event("COLO_EXIT", mode="secondary", reason="error")
-            await pair.secondary.cmd("x-colo-lost-heartbeat")
-            await pair.secondary_out.wait_lines(30)
-            report = check_stream(joined_stream(pair.primary_out, pair.secondary_out), GUEST)
+            report = (await pair.secondary_takes_over(GUEST)).report
         return report.ok, str(report)
     finally:
         await pair.close()

@@ -74,6 +74,18 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
 
 
 # --------------------------------------------------------------------------- plots
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, title: str, which: str = "major",
+            loc: str = "best") -> bool:
+    """Title, grid and legend as every plot has them; write the PNG and close it."""
+    ax.set_title(title)
+    ax.grid(True, which=which, alpha=0.3)
+    ax.legend(fontsize=8, loc=loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _plot_pause(plt: Any, results: dict[str, Any], path: Path) -> bool:
     colo = (results["runs"].get("colo") or {}).get("figures") or {}
     ck = colo.get("checkpoints") or {}
@@ -100,13 +112,7 @@ def _plot_pause(plt: Any, results: dict[str, Any], path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("dirty pages per checkpoint (measured median)")
     ax.set_ylabel("primary pause per checkpoint, ms (median)")
-    ax.set_title("COLO checkpoint pause vs dirty pages")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, "COLO checkpoint pause vs dirty pages", which="both")
 
 
 def _plot_migration(plt: Any, results: dict[str, Any], path: Path) -> bool:
@@ -138,13 +144,7 @@ def _plot_migration(plt: Any, results: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("total migration time, s")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.set_title("Live migration time vs guest size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, "Live migration time vs guest size")
 
 
 def _plot_failover(plt: Any, results: dict[str, Any], path: Path) -> bool:
@@ -163,13 +163,7 @@ def _plot_failover(plt: Any, results: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("fraction of failovers")
     ax.set_xlim(left=0, right=max(14.0, fo[-1] * 1.1))
     ax.set_ylim(0, 1.05)
-    ax.set_title("COLO failover latency distribution")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _finish(plt, fig, ax, path, "COLO failover latency distribution", loc="lower right")
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

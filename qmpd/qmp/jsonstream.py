@@ -76,6 +76,10 @@ _PUNCT = {ord("{"): LCURLY, ord("}"): RCURLY, ord("["): LSQUARE, ord("]"): RSQUA
 _WS = frozenset(b" \t\r\n")
 _DIGIT = frozenset(b"0123456789")
 _LOWER = frozenset(b"abcdefghijklmnopqrstuvwxyz")
+#: The state a token's first byte opens (punctuation is a whole token, see _PUNCT).
+_OPENS = {ord('"'): S_DQ, ord("'"): S_SQ, ord("-"): S_SIGN,
+          **{c: S_DIGITS for c in _DIGIT}, ord("0"): S_ZERO,
+          **{c: S_KEYWORD for c in _LOWER}}
 _WS_RUN = re.compile(rb"[ \t\r\n]+")
 _DQ_RUN = re.compile(rb'[^"\\\x00-\x1f\xfe\xff]+')
 _SQ_RUN = re.compile(rb"[^'\\\x00-\x1f\xfe\xff]+")
@@ -191,27 +195,13 @@ class JSONStreamer:
                 kind = _PUNCT.get(c)
                 if kind is not None:
                     result = self._token(kind, bytes((c,)))
-                elif c == 0x22:
-                    tok.append(c)
-                    self._state = S_DQ
-                elif c == 0x27:
-                    tok.append(c)
-                    self._state = S_SQ
-                elif c == 0x30:
-                    tok.append(c)
-                    self._state = S_ZERO
-                elif c in _DIGIT:
-                    tok.append(c)
-                    self._state = S_DIGITS
-                elif c == 0x2D:
-                    tok.append(c)
-                    self._state = S_SIGN
-                elif c in _LOWER:
-                    tok.append(c)
-                    self._state = S_KEYWORD
                 else:
                     tok.append(c)
-                    result = self._error()
+                    opens = _OPENS.get(c)
+                    if opens is None:
+                        result = self._error()
+                    else:
+                        self._state = opens
             elif st == S_RECOVERY:
                 m = _RECOVERY_RUN.match(buf, i)
                 if m is not None:

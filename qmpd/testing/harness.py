@@ -28,6 +28,8 @@ from typing import Any
 
 from qemu.qmp import QMPClient
 
+from qmpd.machine.guest_check import StreamReport
+
 # The stream check the tests, the demo and the benchmarks use is the user's command's.
 from qmpd.tools.check_stream import check_stream as check_stream
 
@@ -229,6 +231,18 @@ def workdir(prefix: str = "qmpd-") -> Path:
 
 
 @dataclass
+class Takeover:
+    """What the outside reader saw across the secondary's takeover."""
+
+    #: the check of the joined stream (primary's records, then the secondary's)
+    report: StreamReport
+    #: records the reader had from the primary
+    from_primary: int
+    #: what the secondary wrote before ``x-colo-lost-heartbeat`` (nothing, if all is well)
+    early_output: bytes
+
+
+@dataclass
 class ColoPair:
     """A primary and a secondary qmpd in COLO, with an outside reader on each serial."""
 
@@ -236,6 +250,28 @@ class ColoPair:
     secondary: QmpdProcess
     primary_out: SerialReader
     secondary_out: SerialReader
+
+    async def primary_runs_on(self, guest: str, records: int = 30) -> StreamReport:
+        """The secondary is gone: once the primary has left COLO, fail it over, let it
+        write ``records`` more and check what its reader saw."""
+        await self.primary.wait_event("COLO_EXIT", mode="primary", reason="error")
+        await self.primary.cmd("x-colo-lost-heartbeat")
+        seen = len(self.primary_out.lines())
+        await self.primary_out.wait_lines(seen + records)
+        return check_stream(bytes(self.primary_out.data), guest)
+
+    async def secondary_takes_over(self, guest: str, records: int = 30) -> Takeover:
+        """The primary was killed: once it is gone and the secondary has left COLO, fail
+        the secondary over, let it write ``records`` and check the joined stream."""
+        await self.primary.proc.wait()
+        await self.primary_out.eof.wait()
+        await self.secondary.wait_event("COLO_EXIT", mode="secondary", reason="error")
+        early = bytes(self.secondary_out.data)
+        await self.secondary.cmd("x-colo-lost-heartbeat")
+        seen = len(self.primary_out.lines())
+        await self.secondary_out.wait_lines(records)
+        report = check_stream(joined_stream(self.primary_out, self.secondary_out), guest)
+        return Takeover(report, seen, early)
 
     async def close(self) -> None:
         """Stop both readers and both processes."""

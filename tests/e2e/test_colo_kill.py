@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from qmpd.testing.harness import ColoPair, check_stream, joined_stream, start_colo_pair
+from qmpd.testing.harness import ColoPair, start_colo_pair
 
 from .conftest import ACCELS
 
@@ -36,17 +36,10 @@ async def _pair(wd: Path, fault: str | None = None, transport: str = "tcp") -> C
 
 
 async def _fail_over_and_check(pair: ColoPair) -> None:
-    await pair.primary.proc.wait()
-    await pair.primary_out.eof.wait()
-    await pair.secondary.wait_event("COLO_EXIT", mode="secondary", reason="error")
-    assert pair.secondary_out.data == b"", "the secondary spoke before failover"
-    await pair.secondary.cmd("x-colo-lost-heartbeat")
-    seen = len(pair.primary_out.lines())
-    await pair.secondary_out.wait_lines(30)
-    stream = joined_stream(pair.primary_out, pair.secondary_out)
-    report = check_stream(stream, BUSY_GUEST)
-    assert report.ok, report
-    assert report.records >= seen + 30
+    took = await pair.secondary_takes_over(BUSY_GUEST)
+    assert took.early_output == b"", "the secondary spoke before failover"
+    assert took.report.ok, took.report
+    assert took.report.records >= took.from_primary + 30
 
 
 POINTS = ["kill-idle", "kill-paused", "kill-transfer", "kill-received"]
@@ -83,11 +76,7 @@ async def test_secondary_killed_primary_runs_on_alone(wd: Path, round_: int) -> 
     try:
         await asyncio.sleep(0.2 + rng.random() * 0.5)
         pair.secondary.kill(signal.SIGKILL)
-        await pair.primary.wait_event("COLO_EXIT", mode="primary", reason="error")
-        await pair.primary.cmd("x-colo-lost-heartbeat")
-        seen = len(pair.primary_out.lines())
-        await pair.primary_out.wait_lines(seen + 30)
-        report = check_stream(bytes(pair.primary_out.data), BUSY_GUEST)
+        report = await pair.primary_runs_on(BUSY_GUEST)
         assert report.ok, report
     finally:
         await pair.close()
