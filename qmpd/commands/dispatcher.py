@@ -28,8 +28,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from qmpd.commands.context import CommandContext, SessionInfo
 from qmpd.commands.errors import QMPError
-from qmpd.commands.gating import Gate, refusal
-from qmpd.commands.registry import CommandRegistry
+from qmpd.commands.gating import refusal
+from qmpd.commands.registry import CommandRegistry, Handler
 from qmpd.errors import NotFoundError, QmpdError
 from qmpd.schema import Schema, SchemaError
 
@@ -46,14 +46,11 @@ ERROR_CLASSES: tuple[tuple[type[QmpdError], str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    fn: Callable[..., Any]
-    is_async: bool
-    needs_session: bool
+@dataclass(frozen=True, kw_only=True)
+class _Entry(Handler):
+    """A handler joined with what the schema says of its command (one look-up a request)."""
+
     allow_oob: bool
-    gate: Gate
     check: Callable[[Any], Any]
     has_args: bool
     py_names: dict[str, str]
@@ -78,10 +75,10 @@ class CommandDispatcher:
             if d.allow_oob and handler.is_async:
                 raise SchemaError(f"command {name} allows OOB but its handler is async")
             self._table[name] = _Entry(
-                name, handler.fn, handler.is_async, handler.needs_session, d.allow_oob,
-                handler.refuse_in, schema.arg_checkers[name], bool(d.members),
-                {m.name: m.name.replace("-", "_") for m in d.members},
-                schema.return_model(name))
+                **vars(handler), allow_oob=d.allow_oob, check=schema.arg_checkers[name],
+                has_args=bool(d.members),
+                py_names={m.name: m.name.replace("-", "_") for m in d.members},
+                returns=schema.return_model(name))
 
     def dispatch(self, session: SessionInfo, name: str, args: dict[str, Any],
                  oob: bool) -> Outcome | Awaitable[Outcome]:
@@ -100,8 +97,8 @@ class CommandDispatcher:
                 kwargs = {names[k]: v for k, v in checked.items()}
             else:
                 kwargs = {}
-            if entry.gate:
-                text = refusal(entry.gate, self._ctx.runstate.state, self._ctx.colo.mode)
+            if entry.refuse_in:
+                text = refusal(entry.refuse_in, self._ctx.runstate.state, self._ctx.colo.mode)
                 if text is not None:
                     return ("GenericError", text)
             if entry.needs_session:
