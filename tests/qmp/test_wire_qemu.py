@@ -148,33 +148,24 @@ def _client(path: str, oob: bool = True) -> Raw:
 
 @pytest.mark.parametrize("data,replies", PROBES, ids=[repr(p[0][:40]) for p in PROBES])
 def test_probe(server: tuple[str, int, str], data: bytes, replies: list[dict[str, Any]]) -> None:
-    client = _client(server[0])
-    try:
+    with _client(server[0]) as client:
         client.send(data + b"\n")
         assert [client.read() for _ in replies] == replies
         assert client.cmd({"execute": "query-status", "id": "after"})["id"] == "after"
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("data,replies", PRE_NEGOTIATION,
                          ids=[repr(p[0][:40]) for p in PRE_NEGOTIATION])
 def test_probe_before_negotiation(server: tuple[str, int, str], data: bytes,
                                   replies: list[dict[str, Any]]) -> None:
-    client = _client(server[0], oob=False)
-    try:
+    with _client(server[0], oob=False) as client:
         client.send(data + b"\n")
         assert [client.read() for _ in replies] == replies
-    finally:
-        client.close()
 
 
 def test_postcopy_commands_introspected_as_72(server: tuple[str, int, str]) -> None:
-    client = _client(server[0])
-    try:
+    with _client(server[0]) as client:
         schema = client.cmd({"execute": "query-qmp-schema"})["return"]
-    finally:
-        client.close()
     by_name = {e["name"]: e for e in schema}
     seen = {}
     for name in ("qmp_capabilities", "migrate-pause", "migrate-recover",
@@ -213,10 +204,9 @@ def test_huge_bare_token_without_newline(server: tuple[str, int, str], byte: byt
     connection stays usable; the 64 MiB - 3 left are ended by the newline."""
     path, pid, kind = server
     _skip_slow_qemu(kind)
-    client = _client(path)
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    base = _mem_mib(pid)["VmHWM"]
-    try:
+    with _client(path) as client:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        base = _mem_mib(pid)["VmHWM"]
         block = byte * (1 << 20)
         for _ in range(256):
             client.sock.sendall(block)
@@ -234,28 +224,22 @@ def test_huge_bare_token_without_newline(server: tuple[str, int, str], byte: byt
             expected = error(NOT_OBJECT)  # 67108861 digits: a double (inf), not an object
         assert client.read() == expected
         assert client.cmd({"execute": "query-status", "id": 1})["id"] == 1
-    finally:
-        client.close()
 
 
 def test_huge_string_token_is_cut_and_parsing_resumes(server: tuple[str, int, str]) -> None:
     _skip_slow_qemu(server[2])
-    client = _client(server[0])
-    try:
+    with _client(server[0]) as client:
         client.sock.sendall(b'{"execute": "query-status", "id": "' + b" " * (64 << 20)
                             + b'{"execute": "query-status", "id": "after"}')
         client.sock.settimeout(60)
         assert client.read() == error(TOKEN_SIZE)
         assert client.read()["id"] == "after"
-    finally:
-        client.close()
 
 
 def test_message_size_limit_sums_tokens(server: tuple[str, int, str]) -> None:
     """Tokens each below the limit, 64 MiB together (json-streamer.c)."""
     _skip_slow_qemu(server[2])
-    client = _client(server[0])
-    try:
+    with _client(server[0]) as client:
         item = b'"' + b"x" * ((1 << 20) - 3) + b'",'
         client.sock.sendall(b"[" + item * 64 + b'"end"]{"execute": "query-status", "id": 1}')
         client.sock.settimeout(60)
@@ -264,6 +248,4 @@ def test_message_size_limit_sums_tokens(server: tuple[str, int, str]) -> None:
         assert [client.read() for _ in range(4)] == \
             [error(TOKEN_SIZE), expecting, error(NOT_OBJECT), expecting]
         assert client.read()["id"] == 1
-    finally:
-        client.close()
 
