@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from qmpd.errors import ColoError
@@ -97,16 +96,11 @@ class FailoverState:
 
     Everything runs on the event loop, so a CAS is atomic with respect to every other
     user; the CAS form is kept so that every change states what it expects to replace.
-
-    :param on_change: called ``(old, new)`` after every change.
     """
 
-    def __init__(self, on_change: Callable[[FailoverStatus, FailoverStatus], None]
-                 | None = None) -> None:
+    def __init__(self) -> None:
         self._sm = StateMachine(FailoverStatus.NONE, FAILOVER_TRANSITIONS,
                                 name="failover status", error=ColoStateError, logger=log)
-        if on_change is not None:
-            self._sm.add_listener(on_change)
 
     @property
     def status(self) -> FailoverStatus:
