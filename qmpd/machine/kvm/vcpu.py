@@ -32,9 +32,8 @@ if len(SAVED_MSRS) != k.MSR_SLOTS:  # a data error in this module, caught at imp
 class VcpuFd:
     """One vCPU. Made only by :meth:`VmFd.create_vcpu`."""
 
-    def __init__(self, fd: int, vcpu_id: int, mmap_size: int) -> None:
+    def __init__(self, fd: int, mmap_size: int) -> None:
         self.fd = fd
-        self.vcpu_id = vcpu_id
         # kvm_run: a kernel-owned shared page, mapped here until close().
         self._run = mmap.mmap(fd, mmap_size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)

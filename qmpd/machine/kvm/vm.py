@@ -78,7 +78,7 @@ class VmFd:
     def create_vcpu(self, vcpu_id: int) -> VcpuFd:
         """KVM_CREATE_VCPU and map its kvm_run area."""
         fd = self._ioctl("KVM_CREATE_VCPU", k.KVM_CREATE_VCPU, vcpu_id)
-        return VcpuFd(fd, vcpu_id, self.kvm.vcpu_mmap_size)
+        return VcpuFd(fd, self.kvm.vcpu_mmap_size)
 
     def close(self) -> None:
         """Close the VM fd. The kernel drops its reference to guest RAM when the last fd goes."""
