@@ -63,6 +63,7 @@ Machine:
                           check=N    full working-set checksum every N steps (default 64)
                           batch=N    output records per doorbell exit (default 0 = auto)
   -incoming tcp:[HOST]:PORT|unix:PATH|defer  wait for an incoming migration
+  -incoming exec:COMMAND  load a migration stream from COMMAND's output (/bin/sh -c)
 Process:
   -pidfile FILE         write the process id to FILE
   -daemonize            detach once the monitors are listening

@@ -202,15 +202,16 @@ def parse_pidfile(text: str) -> str:
 
 
 def parse_incoming(text: str) -> str:
-    """``-incoming defer | tcp:[HOST]:PORT | unix:PATH`` -> the URI, checked.
+    """``-incoming defer | tcp:[HOST]:PORT | unix:PATH | exec:COMMAND`` -> the URI,
+    checked.
 
     :raise ConfigError: another protocol or a bad address.
     """
-    if text == "defer":
+    if text == "defer" or text.startswith("exec:"):
         return text
     try:
         check_unix_path(parse_address(text))
     except AddressTypeError:
-        raise ConfigError("unknown migration protocol (expected tcp:HOST:PORT, unix:PATH "
-                          "or defer)") from None
+        raise ConfigError("unknown migration protocol (expected tcp:HOST:PORT, unix:PATH, "
+                          "exec:COMMAND or defer)") from None
     return text

@@ -29,9 +29,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from qmpd.errors import ColoError, MachineError, MigrationError
+from qmpd.errors import ArgumentRangeError, ColoError, MachineError, MigrationError
 from qmpd.machine.runstate import RunState, RunStateHolder
 from qmpd.machine.vmctl import VmControl
+from qmpd.migration.channels import (
+    CommandConnection,
+    CommandIncoming,
+    MigrationUri,
+    UriError,
+    check_outgoing,
+    open_incoming,
+    open_outgoing,
+    parse_incoming_uri,
+    parse_migration_uri,
+)
 from qmpd.migration.config import MigrationConfig, MigrationSpec
 from qmpd.migration.destination import PrecopyDestination
 from qmpd.migration.errors import (
@@ -43,13 +54,8 @@ from qmpd.migration.errors import (
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
-from qmpd.migration.transport import (
-    Listener,
-    MigrationConnection,
-    connect,
-    parse_uri,
-)
-from qmpd.options import SocketAddress
+from qmpd.migration.transport import Listener, MigrationConnection
+from qmpd.options import AddressError
 
 log = logging.getLogger(__name__)
 _S = MigrationStatus
@@ -100,7 +106,7 @@ class MigrationManager:
         self._out_conn: MigrationConnection | None = None
         #: every migration connection open now, either direction, COLO included (yank)
         self._live: set[MigrationConnection] = set()
-        self._listener: Listener | None = None
+        self._listener: Listener | CommandIncoming | None = None
         self._counters = RamCounters()
         self._error: str | None = None
         self._in_error: str | None = None
@@ -174,14 +180,23 @@ class MigrationManager:
             raise MigrationInProgressError(self.status.value)
         if self.config.parameter("tls-creds"):
             raise NotSupportedError("TLS migration")
-        addr = parse_uri(uri)
         self._counters = RamCounters()
         self._error = None
         self._cancel_requested = False
         self._last = self.outgoing
+        try:
+            target = parse_migration_uri(uri)
+            check_outgoing(target, self.config.capability)
+        except (ArgumentRangeError, AddressError, UriError) as err:
+            # QEMU 7.2 qmp_migrate: setup, then failed (error-desc but for a scheme)
+            self.outgoing.set(_S.SETUP)
+            if not isinstance(err, ArgumentRangeError):
+                self._error = str(err)
+            self.outgoing.set(_S.FAILED)
+            raise
         self.outgoing.set(_S.SETUP)
         task = asyncio.get_running_loop().create_task(
-            self._run_outgoing(uri, addr), name="migration-outgoing")
+            self._run_outgoing(uri, target), name="migration-outgoing")
         task.add_done_callback(self._outgoing_done)
         self._tasks["out"] = task
 
@@ -191,16 +206,17 @@ class MigrationManager:
             self.outgoing.set(_S.CANCELLING)
         self.outgoing.cas(_S.CANCELLING, _S.CANCELLED)
 
-    async def _run_outgoing(self, uri: str, addr: SocketAddress) -> None:
+    async def _run_outgoing(self, uri: str, target: MigrationUri) -> None:
         was_running = self.runstate.is_running
         source: PrecopySource | None = None
         try:
-            self._out_conn = conn = await connect(addr)
+            self._out_conn = conn = await open_outgoing(target)
             self._live.add(conn)
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
-                on_pass=self._on_pass, global_state=lambda: self.runstate.state.value)
+                on_pass=self._on_pass, global_state=lambda: self.runstate.state.value,
+                finish=conn.finish if isinstance(conn, CommandConnection) else None)
             await source.run()
             if self.config.capability("x-colo") and self.colo_hook is not None:
                 self.outgoing.set(_S.COLO)
@@ -293,7 +309,11 @@ class MigrationManager:
         """
         if self.incoming_status.is_running or self.incoming_status.status is _S.COLO:
             raise IncomingStartedError(self.incoming_status.status.value)
-        listener = Listener.open(parse_uri(uri))
+        try:
+            listener = open_incoming(parse_incoming_uri(uri))
+        except (MigrationError, AddressError):
+            self._emit("MIGRATION", {"status": "setup"})  # QEMU 7.2 emits it first
+            raise
         self._listener = listener
         self._in_error = None
         self._last = self.incoming_status
@@ -306,7 +326,7 @@ class MigrationManager:
         """Where ``-incoming`` listens (QEMU SocketAddress list), or []."""
         return self._listener.socket_address() if self._listener is not None else []
 
-    async def _run_incoming(self, listener: Listener) -> None:
+    async def _run_incoming(self, listener: Listener | CommandIncoming) -> None:
         dest: PrecopyDestination | None = None
         conn: MigrationConnection | None = None
         try:
@@ -318,8 +338,11 @@ class MigrationManager:
             if header.colo and (self.colo_hook is None or not self.config.capability("x-colo")):
                 raise MigrationError("ENABLE_COLO command come in migration stream, but "
                                      "x-colo capability is not set")
+            if header.colo and not header.return_path:
+                raise MigrationError("COLO stream without a return path")
             loaded = await dest.receive(header)
-            await dest.acknowledge()
+            if header.return_path:
+                await dest.acknowledge()
             if header.colo and self.colo_hook is not None:
                 self.incoming_status.set(_S.COLO)
             else:
@@ -331,7 +354,7 @@ class MigrationManager:
             log.error("incoming migration failed: %s", err,
                       exc_info=not isinstance(err, MigrationError | MachineError | OSError))
             self.incoming_status.set(_S.FAILED)
-            if dest is not None:
+            if dest is not None and not dest.conn.one_way:
                 await dest.report_failure(str(err))
         except asyncio.CancelledError:
             if self.incoming_status.is_running:

@@ -29,7 +29,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,13 +130,16 @@ class PrecopySource:
     :param on_pass: called with the dirty-sync count (``MIGRATION_PASS``).
     :param global_state: the run state's name, read just before the stop and sent in
         END so the destination ends in it (QEMU's "globalstate" section).
+    :param finish: for a one-way channel (``exec:``): no return path; AWAIT_ACK awaits
+        this (the consumer has read the stream) instead of the destination's SHUT.
     """
 
     def __init__(self, machine: MigratableMachine, conn: MigrationConnection,
                  config: MigrationConfig, counters: RamCounters,
                  vm_stop: Callable[[RunState], None], on_active: Callable[[], None],
                  on_pass: Callable[[int], None],
-                 global_state: Callable[[], str] = lambda: "running") -> None:
+                 global_state: Callable[[], str] = lambda: "running",
+                 finish: Callable[[], Awaitable[None]] | None = None) -> None:
         self.machine = machine
         self.conn = conn
         self.config = config
@@ -145,6 +148,7 @@ class PrecopySource:
         self._on_active = on_active
         self._on_pass = on_pass
         self._global_state = global_state
+        self._finish = finish
         self.runstate_at_stop = ""
         self._phase = StateMachine(SourcePhase.SETUP, PHASES,
                                    name="migration source phase", logger=log)
@@ -162,11 +166,16 @@ class PrecopySource:
     async def run(self) -> None:
         """SETUP → BULK → ITERATE → STOP → FINAL → AWAIT_ACK → DONE; raises on failure."""
         m, c = self.machine, self.c
-        flags = FLAG_RETURN_PATH | (FLAG_COLO if self.config.capability("x-colo") else 0)
+        flags = FLAG_COLO if self.config.capability("x-colo") else 0
+        if self._finish is None:
+            flags |= FLAG_RETURN_PATH
         c.total = m.npages * m.page_size
-        await self.conn.send([StreamHeader(flags, c.total, m.page_size).encode()])
-        self._rp_task = asyncio.get_running_loop().create_task(
-            self._read_return_path(), name="migration-return-path")
+        # queued: a failed write surfaces at the first RAM section, after ``active``
+        # (as QEMU's buffered QEMUFile: setup, MIGRATION_PASS 1, active, failed)
+        self.conn.write(StreamHeader(flags, c.total, m.page_size).encode())
+        if self._finish is None:
+            self._rp_task = asyncio.get_running_loop().create_task(
+                self._read_return_path(), name="migration-return-path")
         m.dirty_log_start()
         self.dirty_logging = True
         self._sync_done()
@@ -247,10 +256,14 @@ class PrecopySource:
 
     async def _await_ack(self) -> None:
         self._phase.set(SourcePhase.AWAIT_ACK)
-        assert self._rp_task is not None
-        status, desc = await self._rp_task
-        if status != 0:
-            raise DestinationError(desc or f"destination failed to load (status {status})")
+        if self._finish is not None:
+            await self._finish()
+        else:
+            assert self._rp_task is not None
+            status, desc = await self._rp_task
+            if status != 0:
+                raise DestinationError(desc or f"destination failed to load "
+                                              f"(status {status})")
         self.c.downtime_ms = int((time.monotonic() - self._downtime_start) * 1000)
         self.c.total_time_ms = int((time.monotonic() - self.c.start) * 1000)
         self._update_rates()

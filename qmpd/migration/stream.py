@@ -87,6 +87,11 @@ class StreamHeader:
         """True if the source has x-colo on: the destination enters COLO after load."""
         return bool(self.flags & FLAG_COLO)
 
+    @property
+    def return_path(self) -> bool:
+        """True if the source reads a return path (not over a one-way ``exec:``)."""
+        return bool(self.flags & FLAG_RETURN_PATH)
+
     def encode(self) -> bytes:
         """The header's bytes."""
         return HEADER.pack(MAGIC, self.version, self.flags, self.ram_bytes, self.page_size)

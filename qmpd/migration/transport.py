@@ -97,6 +97,7 @@ class MigrationConnection:
         self._rbuf: bytearray | None = None
         self._hbuf = bytearray(SECTION.size)
         self.closed = False
+        self.one_way = False  # True: no return path (``exec:``, qmpd.migration.channels)
         self.bytes_sent = 0
 
     # -- sending ------------------------------------------------------------------
@@ -238,9 +239,16 @@ class MigrationConnection:
     # -- lifetime -----------------------------------------------------------------
     def _fail(self, err: OSError) -> MigrationTransportError:
         if self._error is None:
-            self._error = MigrationTransportError(
-                f"connection to {self.peer} lost: {err.strerror or err}")
+            self._error = MigrationTransportError(self.failure_text(err))
         return self._error
+
+    def failure_text(self, err: OSError) -> str:
+        """The ``error-desc`` of a failed send or receive (channels override it)."""
+        return f"connection to {self.peer} lost: {err.strerror or err}"
+
+    def fileno(self) -> int:
+        """The socket's file descriptor."""
+        return self._sock.fileno()
 
     def shutdown_write(self) -> None:
         """Half-close: the peer reads EOF after what was sent."""

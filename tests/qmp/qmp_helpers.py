@@ -206,8 +206,9 @@ class NegotiatedSession:
 QEMU = shutil.which("qemu-system-x86_64")
 
 
-def start_qemu_72(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real ``qemu-system-x86_64 -machine none`` 7.2 and its QMP socket path.
+def start_qemu_72(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``qemu-system-x86_64 -machine none`` 7.2 (with ``extra`` arguments) and
+    its QMP socket path.
 
     Without QEMU the calling test is skipped with the reason (failed when CI is set);
     a QEMU other than 7.2 skips it too.
@@ -219,7 +220,7 @@ def start_qemu_72(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     path = tmp / "qemu.sock"
     proc = subprocess.Popen(
         [QEMU, "-machine", "none", "-nodefaults", "-display", "none",
-         "-qmp", f"unix:{path},server=on,wait=off"],
+         "-qmp", f"unix:{path},server=on,wait=off", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 15
     while not path.exists():

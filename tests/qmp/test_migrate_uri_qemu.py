@@ -1,0 +1,150 @@
+"""Migration URIs as QEMU 7.2 answers them, checked on qmpd and, where installed, on
+QEMU 7.2 itself (``-machine none``; the texts were read from a real 7.2 and its
+migration.c, exec.c, socket.c, io/channel-command.c).
+
+Each ``migrate`` probe: the reply, then ``query-migrate``'s status and error-desc, then
+the ``MIGRATION`` statuses emitted (capability ``events`` on). A scheme QEMU does not
+know fails at once with ``setup`` and ``failed`` and no error-desc; a bad address fails
+the same way with an error-desc; a command that does not read the stream fails after
+``active`` with ``Unable to write to command: Broken pipe``; a command that reads the
+stream completes whatever its exit status (QEMU 7.2 does not look at it).
+``migrate-incoming`` of an unknown scheme gives ``unknown migration protocol: URI`` and
+emits ``setup`` only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qmp_helpers import Raw, start_qemu_72, start_qmpd, wait_listening
+
+EXPECTS_PROTOCOL = "Parameter 'uri' expects a valid migration protocol"
+BROKEN_PIPE = "Unable to write to command: Broken pipe"
+SETUP_FAILED = ["setup", "failed"]
+ACTIVE_FAILED = ["setup", "active", "failed"]
+DONE = ["setup", "active", "completed"]
+
+# (uri, error reply or None, final query-migrate, MIGRATION statuses)
+PROBES: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
+    ("foo:bar", EXPECTS_PROTOCOL, {"status": "failed"}, SETUP_FAILED),
+    ("exec", EXPECTS_PROTOCOL, {"status": "failed"}, SETUP_FAILED),
+    ("unix:", "invalid Unix socket address",
+     {"status": "failed", "error-desc": "invalid Unix socket address"}, SETUP_FAILED),
+    ("tcp:x", "error parsing address 'x'",
+     {"status": "failed", "error-desc": "error parsing address 'x'"}, SETUP_FAILED),
+    ("unix:/nonexistent/m.sock", None,
+     {"status": "failed",
+      "error-desc": "Failed to connect to '/nonexistent/m.sock': No such file or directory"},
+     SETUP_FAILED),
+    ("exec:", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
+    ("exec:false", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
+    ("exec:exit 3", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
+    ("exec:cat > /dev/null; exit 2", None, {"status": "completed"}, DONE),
+]
+
+
+class Client:
+    """A raw QMP client that sets events aside."""
+
+    def __init__(self, path: str) -> None:
+        self.raw = Raw(path)
+        self.raw.negotiate()
+        self.events: list[dict[str, Any]] = []
+
+    def cmd(self, name: str, **args: Any) -> dict[str, Any]:
+        self.raw.send(json.dumps({"execute": name, "arguments": args}) + "\n")
+        while True:
+            msg = self.raw.read()
+            if "event" in msg:
+                self.events.append(msg)
+            else:
+                return msg
+
+    def migration_statuses(self) -> list[str]:
+        return [e["data"]["status"] for e in self.events if e["event"] == "MIGRATION"]
+
+    def wait_migration(self, timeout: float = 30.0) -> dict[str, Any]:
+        """query-migrate until it leaves setup/active (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.cmd("query-migrate")["return"]
+            if info.get("status") not in ("setup", "active", "device"):
+                return info
+            assert time.monotonic() < deadline, info
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module", params=["qmpd", "qemu-7.2"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(monitor path, kind) of a running qmpd or QEMU 7.2 (-incoming defer: "incoming")."""
+    tmp = tmp_path_factory.mktemp("uri")
+    procs: list[subprocess.Popen[bytes]] = []
+    if request.param == "qmpd":
+        d = start_qmpd(tmp)
+        wait_listening(d.path)
+        procs.append(d.proc)
+        path = d.path
+    else:
+        proc, path = start_qemu_72(tmp)
+        procs.append(proc)
+    yield path, request.param
+    for proc in procs:
+        proc.kill()
+        proc.wait(10)
+
+
+def _result(reply: dict[str, Any]) -> str | None:
+    return reply["error"]["desc"] if "error" in reply else None
+
+
+@pytest.mark.parametrize("uri,error,info,statuses", PROBES, ids=[p[0] for p in PROBES])
+def test_migrate_uri(server: tuple[str, str], uri: str, error: str | None,
+                     info: dict[str, Any], statuses: list[str]) -> None:
+    client = Client(server[0])
+    try:
+        assert client.cmd("migrate-set-capabilities", capabilities=[
+            {"capability": "events", "state": True}]) == {"return": {}}
+        # unlimited (0): the default guest outruns a 32 MiB/s link
+        assert client.cmd("migrate-set-parameters", **{"max-bandwidth": 0}) == {"return": {}}
+        reply = client.cmd("migrate", uri=uri)
+        assert _result(reply) == error
+        final = client.wait_migration()
+        assert {k: v for k, v in final.items() if k in ("status", "error-desc")} == info
+        assert client.migration_statuses() == statuses
+        expected_run = "postmigrate" if info["status"] == "completed" else "running"
+        assert client.cmd("query-status")["return"]["status"] == expected_run
+        if expected_run == "postmigrate":
+            assert client.cmd("cont") == {"return": {}}
+    finally:
+        client.raw.close()
+
+
+def test_migrate_incoming_unknown_protocol(tmp_path: Path) -> None:
+    """On a ``-incoming defer`` process (its own, as the run state changes)."""
+    for kind in ("qmpd", "qemu"):
+        if kind == "qmpd":
+            d = start_qmpd(tmp_path, "-incoming", "defer")
+            wait_listening(d.path)
+            proc, path = d.proc, d.path
+        else:
+            proc, path = start_qemu_72(tmp_path, "-incoming", "defer")
+        client = Client(path)
+        try:
+            assert client.cmd("migrate-set-capabilities", capabilities=[
+                {"capability": "events", "state": True}]) == {"return": {}}
+            reply = client.cmd("migrate-incoming", uri="foo:bar")
+            assert _result(reply) == "unknown migration protocol: foo:bar", kind
+            assert client.cmd("query-migrate") == {"return": {}}
+            assert client.migration_statuses() == ["setup"]
+            assert client.cmd("query-status")["return"]["status"] == "inmigrate"
+        finally:
+            client.raw.close()
+            proc.kill()
+            proc.wait(10)
