@@ -9,13 +9,13 @@ import pytest
 
 from qmpd.errors import ArgumentRangeError
 from qmpd.machine.runstate import RunState
+from qmpd.migration.channels import UriError
 from qmpd.migration.errors import (
     IncomingStartedError,
     MigrationInProgressError,
     NoPausedMigrationError,
 )
 from qmpd.migration.transport import MigrationTransportError
-from qmpd.options import UnixAddressError
 
 from .conftest import (
     ACCEL,
@@ -186,9 +186,9 @@ async def test_command_refusals(make_node: NodeFactory, tmp_path: object) -> Non
         src.manager.start("unix:/x", resume=True)
     with pytest.raises(ArgumentRangeError,
                        match=r"^Parameter .uri. expects a valid migration protocol$"):
-        src.manager.start("exec:cat")
-    with pytest.raises(UnixAddressError, match=r"^Failed to parse unix address 'unix:'$"):
-        src.manager.start("unix:")
+        src.manager.start("foo:cat")
+    with pytest.raises(UriError, match=r"^invalid Unix socket address$"):
+        src.manager.start("unix:")  # QEMU 7.2's socket_parse text (not the CLI's)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

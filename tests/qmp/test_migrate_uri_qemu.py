@@ -139,10 +139,12 @@ def test_migrate_incoming_unknown_protocol(tmp_path: Path) -> None:
         try:
             assert client.cmd("migrate-set-capabilities", capabilities=[
                 {"capability": "events", "state": True}]) == {"return": {}}
-            reply = client.cmd("migrate-incoming", uri="foo:bar")
-            assert _result(reply) == "unknown migration protocol: foo:bar", kind
+            for uri, text in (("foo:bar", "unknown migration protocol: foo:bar"),
+                              ("unix:", "invalid Unix socket address")):
+                reply = client.cmd("migrate-incoming", uri=uri)
+                assert _result(reply) == text, kind
             assert client.cmd("query-migrate") == {"return": {}}
-            assert client.migration_statuses() == ["setup"]
+            assert client.migration_statuses() == ["setup", "setup"]
             assert client.cmd("query-status")["return"]["status"] == "inmigrate"
         finally:
             client.raw.close()
