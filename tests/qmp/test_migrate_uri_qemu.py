@@ -15,6 +15,7 @@ emits ``setup`` only.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 from qmp_helpers import Raw, start_qemu_72, start_qmpd, wait_listening
 
+ACCEL = ["-accel", "kvm"] if os.access("/dev/kvm", os.R_OK | os.W_OK) else []
 EXPECTS_PROTOCOL = "Parameter 'uri' expects a valid migration protocol"
 BROKEN_PIPE = "Unable to write to command: Broken pipe"
 SETUP_FAILED = ["setup", "failed"]
@@ -92,7 +94,9 @@ def server(request: pytest.FixtureRequest,
         procs.append(d.proc)
         path = d.path
     else:
-        proc, path = start_qemu_72(tmp)
+        # a PC with RAM: -machine none's stream is so small that a command which
+        # exits at once may still find it all in the pipe (then QEMU completes)
+        proc, path = start_qemu_72(tmp, "-machine", "pc", "-m", "64", *ACCEL)
         procs.append(proc)
     yield path, request.param
     for proc in procs:
