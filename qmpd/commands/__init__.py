@@ -16,6 +16,7 @@ from qmpd.commands.registry import REGISTRY, CommandRegistry, command
 HANDLER_MODULES: list[str] = [
     "base",
     "hmp",
+    "hmp_commands",
     "machine",
     "migration",
     "colo",

@@ -302,8 +302,9 @@ async def connect(addr: SocketAddress) -> MigrationConnection:
         await loop.sock_connect(sock, target)  # type: ignore[arg-type]
     except OSError as err:
         sock.close()
-        raise MigrationTransportError(f"Failed to connect to '{where}': "
-                                      f"{err.strerror or err}") from err
+        # QEMU words it with strerror(errno), not asyncio's "Connect call failed (...)"
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise MigrationTransportError(f"Failed to connect to '{where}': {reason}") from err
     return MigrationConnection(sock, where)
 
 
