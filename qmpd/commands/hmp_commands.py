@@ -82,7 +82,7 @@ def _parameter_value(ctx: CommandContext, name: str, text: str) -> Any:
         if value > INT64_MAX:
             raise HmpArgError(f"Invalid size {text}")
         return value
-    kind = members[name]
+    kind = "size" if name == "downtime-limit" else members[name]  # QEMU visits a size
     enum: tuple[str, ...] = ()
     if kind == "StrOrNull":
         kind = "str"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,3 +251,21 @@ def wait_listening(path: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@contextmanager
+def qmpd_or_qemu72(kind: str, tmp: Path, *qemu_args: str) -> Iterator[tuple[str, int]]:
+    """(monitor path, pid) of a fresh qmpd (``kind`` "qmpd") or of a real QEMU 7.2
+    (:func:`start_qemu_72` with ``qemu_args``: skipped or failed as it says)."""
+    if kind == "qmpd":
+        d = start_qmpd(tmp)
+        wait_listening(d.path)
+        yield d.path, d.proc.pid
+        assert d.stop() == 0
+        return
+    proc, path = start_qemu_72(tmp, *qemu_args)
+    try:
+        yield path, proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
