@@ -178,9 +178,10 @@ HMP_PARAMETERS = (
     ("multifd-compression", ""), ("xbzrle-cache-size", " bytes"),
     ("max-postcopy-bandwidth", ""), ("tls-authz", "'"),
 )
-#: The MigrationParameters members QEMU 7.2's HMP does not print (the last two are qmpd's).
-HMP_NOT_SHOWN = ("multifd-zlib-level", "multifd-zstd-level", "x-colo-pipeline",
-                 "x-colo-max-dirty-pages")
+#: The MigrationParameters members QEMU 7.2's HMP does not print (block-bitmap-mapping:
+#: only once set, which qmpd refuses; the last two are qmpd's).
+HMP_NOT_SHOWN = ("multifd-zlib-level", "multifd-zstd-level", "block-bitmap-mapping",
+                 "x-colo-pipeline", "x-colo-max-dirty-pages")
 
 
 @hmp_info("migrate_parameters", "show current migration parameters")

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 #: the destination acknowledges a good load); the flag is carried in the stream header.
 IMPLEMENTED_CAPABILITIES: Final[frozenset[str]] = frozenset({"events", "x-colo", "return-path"})
 
+#: Parameters QEMU 7.2 has that qmpd refuses to set; they have no default and are
+#: absent from ``query-migrate-parameters`` (as in QEMU 7.2 until set).
+REFUSED_PARAMETERS: Final[frozenset[str]] = frozenset({"block-bitmap-mapping"})
+
 MAX_MIGRATE_DOWNTIME_MS: Final = 2000 * 1000
 
 #: ``accepts(value, merged parameters)``
@@ -88,6 +92,13 @@ class UnsupportedCapabilityError(ArgumentValueError):
         return f"Migration capability '{self.value}' is not supported by qmpd"
 
 
+class UnsupportedParameterError(ArgumentValueError):
+    """A parameter qmpd does not implement (``name`` names it)."""
+
+    def __str__(self) -> str:
+        return f"Migration parameter '{self.name}' is not supported by qmpd"
+
+
 class MigrationSpec:
     """What schema.json says about migration capabilities and parameters.
 
@@ -104,7 +115,8 @@ class MigrationSpec:
         #: Every parameter, in the schema's (QEMU 7.2's) order.
         self.parameters: tuple[str, ...] = tuple(m.name for m in members)
         #: Each parameter's value before any set.
-        self.defaults: dict[str, object] = {m.name: m.default for m in members}
+        self.defaults: dict[str, object] = {m.name: m.default for m in members
+                                            if m.name not in REFUSED_PARAMETERS}
         #: ``check(arguments) -> arguments``: the commands' argument visitors.
         self.check_capabilities = schema.arg_checkers["migrate-set-capabilities"]
         self.check_parameters = schema.arg_checkers["migrate-set-parameters"]
@@ -202,7 +214,10 @@ class MigrationConfig:
             or :class:`ArgumentRangeError` from QEMU's range rules.
         """
         merged = dict(self._params)
-        for name, value in self.spec.check_parameters(dict(args)).items():
+        checked = self.spec.check_parameters(dict(args))
+        for name in REFUSED_PARAMETERS.intersection(checked):
+            raise UnsupportedParameterError(name, "")
+        for name, value in checked.items():
             merged[name] = "" if value is None else value  # StrOrNull: null resets to ""
         check_ranges(merged)
         self._params = merged

@@ -4,7 +4,8 @@ Users: the ``query-qmp-schema`` handler (computed once at start-up).
 
 As QEMU's scripts/qapi/introspect.py: commands and events keep their names; every
 other type reachable from them is renamed to a decimal string in order of first use;
-integer types collapse to ``int``; arrays are ``[elem]``; argument-less commands and
+integer types collapse to ``int``; arrays are ``[elem]``; a union lists its declared
+variants, then every other tag value with the empty object; argument-less commands and
 events, and commands without a return, point at the masked empty object. Enums carry
 both ``values`` and ``members``; ``allow-oob`` appears only when true, ``features``
 only when non-empty.
@@ -82,6 +83,11 @@ def _type_entry(m: _Masker, ref: str) -> dict[str, Any]:
                  "tag": d.discriminator,
                  "variants": [{"case": case, "type": m.use(struct)}
                               for case, struct in d.variants.items()]}
+        # as QEMU: every other tag value is a variant without members
+        tag_type = next(b.type for b in d.base if b.name == d.discriminator)
+        entry["variants"] += [{"case": v, "type": m.use(_EMPTY)}
+                              for v in m.index.types[tag_type].values
+                              if v not in d.variants]
     else:
         entry = {"name": name, "meta-type": "object", "members": _members(m, d, d.members)}
     return _with_features(entry, d.features)
