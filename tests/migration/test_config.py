@@ -56,7 +56,10 @@ def test_capabilities_are_the_schema_enum_qemu_72_order_all_false() -> None:
 
 def test_parameters_are_the_schema_members_with_their_defaults() -> None:
     members = load().index.types["MigrationParameters"].members
-    assert default_spec().defaults == {m.name: m.default for m in members}
+    # every member but the one qmpd refuses to set (absent until set, as in QEMU 7.2)
+    assert default_spec().defaults == {m.name: m.default for m in members
+                                       if m.name != "block-bitmap-mapping"}
+    assert [m.name for m in members if m.default is None] == ["block-bitmap-mapping"]
     fresh = MigrationConfig().query_parameters()
     assert list(fresh.items()) == list(FRESH_PARAMETERS.items())
 
