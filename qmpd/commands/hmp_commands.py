@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.commands.context import CommandContext
-from qmpd.commands.hmp import hmp_command, qmp_call
+from qmpd.commands.hmp import HmpFn, hmp_command, qmp_call
 from qmpd.commands.hmp_args import HmpArgError, string_visit, strtosz
 
 INT64_MAX = (1 << 63) - 1
@@ -40,19 +40,6 @@ async def hmp_migrate(ctx: CommandContext, args: dict[str, Any]) -> str:
                    inc=args.get("inc", False), resume=args.get("resume", False))
     # the QMP monitor has no terminal to wait on: QEMU always continues detached there
     return "" if args.get("detach") else SYNC_MIGRATION
-
-
-@hmp_command("migrate_cancel", "", "cancel the current VM migration")
-async def hmp_migrate_cancel(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "migrate_cancel")
-    return ""
-
-
-@hmp_command("migrate_incoming", "uri",
-             "Continue an incoming migration from an -incoming defer", args_type="uri:s")
-async def hmp_migrate_incoming(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "migrate-incoming", uri=args["uri"])
-    return ""
 
 
 @hmp_command("migrate_set_capability", "capability state",
@@ -103,48 +90,33 @@ async def hmp_migrate_set_parameter(ctx: CommandContext, args: dict[str, Any]) -
     return ""
 
 
-@hmp_command("migrate_start_postcopy", "",
-             "Followup to a migration command to switch the migration to postcopy mode. "
-             "The postcopy-ram capability must be set on both source and destination "
-             "before the original migration command .")
-async def hmp_migrate_start_postcopy(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "migrate-start-postcopy")
-    return ""
+def _passthrough(qmp_name: str) -> HmpFn:
+    async def run(ctx: CommandContext, args: dict[str, Any]) -> str:
+        await qmp_call(ctx, qmp_name, **args)
+        return ""
+    return run
 
 
-@hmp_command("migrate_pause", "", "Pause an ongoing migration (postcopy-only)")
-async def hmp_migrate_pause(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "migrate-pause")
-    return ""
+#: HMP commands that only call a QMP command (arguments named as its):
+#: (names, params, help, args_type, QMP command), QEMU 7.2's hmp-commands.hx texts
+PASSTHROUGH = (
+    ("migrate_cancel", "", "cancel the current VM migration", "", "migrate_cancel"),
+    ("migrate_incoming", "uri", "Continue an incoming migration from an -incoming defer",
+     "uri:s", "migrate-incoming"),
+    ("migrate_start_postcopy", "",
+     "Followup to a migration command to switch the migration to postcopy mode. The "
+     "postcopy-ram capability must be set on both source and destination before the "
+     "original migration command .", "", "migrate-start-postcopy"),
+    ("migrate_pause", "", "Pause an ongoing migration (postcopy-only)", "", "migrate-pause"),
+    ("migrate_recover", "uri", "Continue a paused incoming postcopy migration", "uri:s",
+     "migrate-recover"),
+    ("x_colo_lost_heartbeat", "",
+     "Tell COLO that heartbeat is lost,\n\t\t\ta failover or takeover is needed.", "",
+     "x-colo-lost-heartbeat"),
+    ("stop|s", "", "stop emulation", "", "stop"),
+    ("cont|c", "", "resume emulation", "", "cont"),
+    ("system_reset", "", "reset the system", "", "system_reset"),
+)
 
-
-@hmp_command("migrate_recover", "uri", "Continue a paused incoming postcopy migration",
-             args_type="uri:s")
-async def hmp_migrate_recover(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "migrate-recover", uri=args["uri"])
-    return ""
-
-
-@hmp_command("x_colo_lost_heartbeat", "",
-             "Tell COLO that heartbeat is lost,\n\t\t\ta failover or takeover is needed.")
-async def hmp_x_colo_lost_heartbeat(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "x-colo-lost-heartbeat")
-    return ""
-
-
-@hmp_command("stop|s", "", "stop emulation")
-async def hmp_stop(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "stop")
-    return ""
-
-
-@hmp_command("cont|c", "", "resume emulation")
-async def hmp_cont(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "cont")
-    return ""
-
-
-@hmp_command("system_reset", "", "reset the system")
-async def hmp_system_reset(ctx: CommandContext, args: dict[str, Any]) -> str:
-    await qmp_call(ctx, "system_reset")
-    return ""
+for _names, _params, _help, _args_type, _qmp in PASSTHROUGH:
+    hmp_command(_names, _params, _help, _args_type)(_passthrough(_qmp))
