@@ -147,6 +147,10 @@ def info_migrate(ctx: CommandContext, args: str) -> str:
             out.append(f"precopy ram: {ram['precopy-bytes'] >> 10} kbytes")
         if ram["downtime-bytes"]:
             out.append(f"downtime ram: {ram['downtime-bytes'] >> 10} kbytes")
+        if ram["postcopy-bytes"]:
+            out.append(f"postcopy ram: {ram['postcopy-bytes'] >> 10} kbytes")
+    if "cpu-throttle-percentage" in info:
+        out.append(f"cpu throttle percentage: {info['cpu-throttle-percentage']}")
     addrs = info.get("socket-address")
     if isinstance(addrs, list):
         out.append("socket address: [")
