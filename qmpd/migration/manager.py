@@ -141,8 +141,9 @@ class MigrationManager:
         status = self._last.status
         info: dict[str, object] = {"status": status.value}
         if self._last is self.incoming_status:
-            if self._listener is not None and status is _S.SETUP:
-                info["socket-address"] = self._listener.socket_address()
+            if status is _S.SETUP:  # QEMU 7.2 shows no status while it only listens
+                listening = self._listener is not None
+                return {"socket-address": self.incoming_address} if listening else {}
             if status is _S.FAILED and self._in_error:
                 info["error-desc"] = self._in_error
             return info

@@ -347,7 +347,9 @@ class Listener:
         if self.addr.kind == "unix":
             return [{"type": "unix", "path": self.addr.path}]
         host = self._sock.getsockname()[0]
-        return [{"type": "inet", "host": host, "port": str(self.addr.port)}]
+        # QEMU (socket_sockaddr_to_address_inet) names the family of the bound socket
+        family = "ipv4" if self._sock.family == socket.AF_INET else "ipv6"
+        return [{"type": "inet", "host": host, "port": str(self.addr.port), family: True}]
 
     async def accept(self) -> MigrationConnection:
         """Wait for the source; the listener is closed afterwards."""

@@ -95,9 +95,9 @@ async def test_migrate_between_two_qmpd_processes(wd: Path) -> None:
         assert (await dst.cmd("query-status"))["status"] == "inmigrate"
         uri = f"unix:{wd}/mig.sock"
         await dst.cmd("migrate-incoming", uri=uri)
-        info = await dst.cmd("query-migrate")
-        assert info["status"] == "setup"
-        assert info["socket-address"] == [{"type": "unix", "path": f"{wd}/mig.sock"}]
+        # listening only: no status, as QEMU 7.2 (its MIGRATION event says "setup")
+        assert await dst.cmd("query-migrate") == {
+            "socket-address": [{"type": "unix", "path": f"{wd}/mig.sock"}]}
         await readers[0].wait_lines(200)
         await src.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 20})
         await src.cmd("migrate", uri=uri, detach=True)
@@ -190,9 +190,9 @@ async def test_migrate_cancel_through_qmp(wd: Path) -> None:
     try:
         await reader.start()
         info = await dst.cmd("query-migrate")
-        assert info["status"] == "setup"
+        assert "status" not in info
         (addr,) = info["socket-address"]
-        assert addr["type"] == "inet" and addr["host"] == "127.0.0.1"
+        assert addr["type"] == "inet" and addr["host"] == "127.0.0.1" and addr["ipv4"]
         await src.cmd("migrate-set-capabilities",
                       capabilities=[{"capability": "events", "state": True}])
         await asyncio.sleep(0.3)

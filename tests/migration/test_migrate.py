@@ -56,7 +56,8 @@ async def test_migrate_running_guest(make_node: NodeFactory, kind: str, accel: s
     assert src.manager.query() == {}
     await progress(src)
     uri = outgoing_uri(dst, kind, str(tmp_path))
-    assert dst.manager.query()["status"] == "setup"
+    # listening only: no status yet, as QEMU 7.2 (the MIGRATION event said "setup")
+    assert "status" not in dst.manager.query()
     src.manager.start(uri)
     assert await wait_final(src) == "completed"
     assert await wait_final(dst) == "completed"

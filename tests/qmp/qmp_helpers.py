@@ -254,16 +254,18 @@ def wait_listening(path: str) -> None:
 
 
 @contextmanager
-def qmpd_or_qemu72(kind: str, tmp: Path, *qemu_args: str) -> Iterator[tuple[str, int]]:
+def qmpd_or_qemu72(kind: str, tmp: Path, *qemu_args: str,
+                   both: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
     """(monitor path, pid) of a fresh qmpd (``kind`` "qmpd") or of a real QEMU 7.2
-    (:func:`start_qemu_72` with ``qemu_args``: skipped or failed as it says)."""
+    (:func:`start_qemu_72` with ``qemu_args``: skipped or failed as it says); ``both``
+    are options for either."""
     if kind == "qmpd":
-        d = start_qmpd(tmp)
+        d = start_qmpd(tmp, *both)
         wait_listening(d.path)
         yield d.path, d.proc.pid
         assert d.stop() == 0
         return
-    proc, path = start_qemu_72(tmp, *qemu_args)
+    proc, path = start_qemu_72(tmp, *qemu_args, *both)
     try:
         yield path, proc.pid
     finally:

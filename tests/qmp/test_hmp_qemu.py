@@ -12,7 +12,8 @@ ranges and hint), the range checks behind ``migrate_set_parameter``, extraneous
 characters and unknown options, the refusals of the postcopy-only commands and of
 ``x_colo_lost_heartbeat`` outside COLO, ``migrate`` without ``-d`` on a QMP monitor,
 a refused connection's ``error-desc`` in ``info migrate``, the help lines, and the
-values ``info migrate_parameters`` shows after setting every kind of value.
+values ``info migrate_parameters`` shows after setting every kind of value; a
+destination under ``-incoming defer`` before and while it listens.
 """
 
 from __future__ import annotations
@@ -223,6 +224,34 @@ def test_refused_connection_in_info_migrate(monitor: Raw) -> None:
     assert info["error-desc"] == desc, json.dumps(info)
     assert hmp(monitor, "info migrate") == (
         f"{GLOBALS}Migration status: failed ({desc})\r\ntotal time: 0 ms\r\n")
+
+
+@pytest.mark.parametrize("kind", ["qmpd", "qemu"])
+def test_incoming_defer(tmp_path: Path, kind: str) -> None:
+    """A destination waiting with ``-incoming defer``: what HMP says before and while it
+    listens (no status while only listening, the address it listens on)."""
+    port = free_port()
+    with qmpd_or_qemu72(kind, tmp_path, both=("-incoming", "defer")) as (path, _pid):
+        client = Raw(path)
+        client.negotiate()
+        for line, output in (
+                ("info status", "VM status: paused (inmigrate)\r\n"),
+                ("migrate tcp:127.0.0.1:1",
+                 "Error: Guest is waiting for an incoming migration\r\n"),
+                (f"migrate_incoming tcp:127.0.0.1:{port}", ""),
+                (f"migrate_incoming tcp:127.0.0.1:{port}",
+                 "Error: The incoming migration has already been started\r\n"),
+                ("info migrate", f"{GLOBALS}socket address: [\r\n\ttcp:127.0.0.1:{port}\r\n]\r\n"),
+                ("stop", ""), ("cont", ""),
+                ("info status", "VM status: paused (inmigrate)\r\n"),
+                ("migrate_cancel", ""),  # cancels outgoing migrations only
+                ("info migrate", f"{GLOBALS}socket address: [\r\n\ttcp:127.0.0.1:{port}\r\n]\r\n"),
+                ("x_colo_lost_heartbeat", "Error: The feature 'colo' is not enabled\r\n"),
+                ("migrate_set_capability x-colo on", "")):
+            assert hmp(client, line) == output, line
+        assert reply(client, {"execute": "query-migrate"})["return"] == {"socket-address": [
+            {"type": "inet", "host": "127.0.0.1", "port": str(port), "ipv4": True}]}
+        client.close()
 
 
 @pytest.mark.parametrize("kind", ["qmpd", "qemu"])
