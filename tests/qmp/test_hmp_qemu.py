@@ -260,3 +260,48 @@ def test_quit(tmp_path: Path, kind: str) -> None:
         client = Raw(path)
         client.negotiate()
         assert hmp(client, "quit") == ""
+
+
+#: ``info migrate`` lines QEMU 7.2 prints only when their value is not zero
+CONDITIONAL = ("dirty pages rate", "postcopy request count", "precopy ram", "downtime ram",
+               "postcopy ram")
+
+
+def _labels(text: str) -> list[str]:
+    labels = [line.split(":")[0] for line in text.split("\r\n")[:-1]]
+    return [label for label in labels if label not in CONDITIONAL]
+
+
+@pytest.mark.parametrize("kind", ["qmpd", "qemu"])
+def test_info_migrate_after_a_completed_migration(tmp_path: Path, kind: str) -> None:
+    """The lines of ``info migrate`` on both sides of a completed migration, in QEMU
+    7.2's order (values differ between the two, the labels may not)."""
+    port = free_port()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src").mkdir()
+    qemu = ("-machine", "pc")
+    with qmpd_or_qemu72(kind, tmp_path / "dst", *qemu,
+                        both=("-m", "128M", "-incoming", "defer")) as (dpath, _d), \
+            qmpd_or_qemu72(kind, tmp_path / "src", *qemu, both=("-m", "128M")) as (spath, _s):
+        dst, src = Raw(dpath), Raw(spath)
+        dst.negotiate()
+        src.negotiate()
+        assert hmp(dst, f"migrate_incoming tcp:127.0.0.1:{port}") == ""
+        assert hmp(src, f"migrate -d tcp:127.0.0.1:{port}") == ""
+        deadline = time.monotonic() + 30
+        while "Migration status: completed" not in (out := hmp(src, "info migrate")):
+            assert time.monotonic() < deadline and "failed" not in out, out
+            time.sleep(0.1)
+        assert _labels(out) == [
+            "globals", "store-global-state", "only-migratable", "send-configuration",
+            "send-section-footer", "decompress-error-check", "clear-bitmap-shift",
+            "Migration status", "total time", "downtime", "setup", "transferred ram",
+            "throughput", "remaining ram", "total ram", "duplicate", "skipped", "normal",
+            "normal bytes", "dirty sync count", "page size", "multifd bytes",
+            "pages-per-second"]
+        while "Migration status: completed" not in (out := hmp(dst, "info migrate")):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.1)
+        assert out == f"{GLOBALS}Migration status: completed\r\ntotal time: 0 ms\r\n"
+        dst.close()
+        src.close()
