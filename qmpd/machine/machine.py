@@ -148,6 +148,17 @@ class Machine:
         """Why the guest stopped, or None."""
         return self._vcpu.fault
 
+    # ------------------------------------------------------------------ throttle
+    def set_cpu_throttle(self, pct: int) -> None:
+        """Throttle the vCPU to sleep ``pct`` percent of the time (1..99, as QEMU's
+        ``cpu_throttle_set``); 0 lifts the throttle (migration's auto-converge)."""
+        self._vcpu.set_throttle(pct)
+
+    @property
+    def cpu_throttle_percentage(self) -> int:
+        """The throttle in force, 0 when none."""
+        return self._vcpu.throttle_percentage
+
     # ------------------------------------------------------------------ dirty log
     @property
     def dirty_logging(self) -> bool:

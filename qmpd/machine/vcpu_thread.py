@@ -20,6 +20,12 @@ Users: :class:`qmpd.machine.Machine`. Nothing pokes the vCPU from outside except
 that a COLO checkpoint's pause is one round trip and never waits for the caller's thread.
 Doorbell exits drain the output ring; so does every pause, so when ``pause`` returns all
 output the guest produced is in ``GuestOutput``.
+
+:meth:`VcpuThread.set_throttle` is QEMU's ``cpu_throttle_set`` (softmmu/cpu-throttle.c),
+used by migration's auto-converge: at ``pct`` percent the vCPU sleeps
+``pct / (100 - pct)`` of each 10 ms timeslice it ran, between two guest runs; a kicker
+thread takes it out of guest mode every timeslice. A request ends the sleep at once (as
+QEMU's ``cpu->stop``) and the rest of the sleep follows it; at 0 nothing changes.
 """
 
 from __future__ import annotations
@@ -46,6 +52,11 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 10.0
 #: How often a waiting requester re-kicks the vCPU.
 KICK_INTERVAL = 0.01
+#: QEMU's CPU_THROTTLE_TIMESLICE_NS: the vCPU runs this long between throttle sleeps.
+THROTTLE_TIMESLICE = 0.01
+#: QEMU's CPU_THROTTLE_PCT_MIN / _MAX.
+THROTTLE_PCT_MIN = 1
+THROTTLE_PCT_MAX = 99
 
 
 class Cpu(Protocol):
@@ -133,6 +144,12 @@ class VcpuThread:
         #: perf_counter() when the guest last came out of guest mode (vCPU thread only).
         self._exit_at = 0.0
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        #: Throttle percentage (0: off); changed on the vCPU thread only (SYNC request).
+        self._throttle_pct = 0
+        self._slice_start = 0.0   # monotonic() when the vCPU last started a timeslice
+        self._sleep_until = 0.0   # monotonic() end of the current throttle sleep
+        self._kicker: threading.Thread | None = None
+        self._kicker_stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="qmpd-vcpu0", daemon=True)
         self._started = threading.Event()
         self._thread.start()
@@ -217,6 +234,40 @@ class VcpuThread:
             raise req.alongside_error
         return req
 
+    @property
+    def throttle_percentage(self) -> int:
+        """The throttle in force (0: the vCPU runs unthrottled)."""
+        return self._throttle_pct
+
+    def set_throttle(self, pct: int) -> None:
+        """QEMU ``cpu_throttle_set`` (``pct`` clamped to 1..99) or, with 0,
+        ``cpu_throttle_stop``. Takes effect before this returns; a finished vCPU
+        ignores it."""
+        if pct:
+            pct = min(max(pct, THROTTLE_PCT_MIN), THROTTLE_PCT_MAX)
+        if self._sm.state is VcpuRunState.FINISHED:
+            return
+        if pct and self._kicker is None:
+            self._kicker_stop.clear()
+            self._kicker = threading.Thread(target=self._kick_timeslices, daemon=True,
+                                            name="qmpd-vcpu-throttle")
+            self._kicker.start()
+        try:
+            self.request(Req.SYNC, lambda: self._apply_throttle(pct))
+        finally:
+            if not self._throttle_pct and self._kicker is not None:
+                self._kicker_stop.set()
+                self._kicker.join(REQUEST_TIMEOUT)
+                self._kicker = None
+
+    def _kick_timeslices(self) -> None:
+        """Take a running, unthrottled-this-instant vCPU out of guest mode every
+        timeslice, so that the run loop can sleep its share (QEMU's throttle timer)."""
+        while not self._kicker_stop.wait(THROTTLE_TIMESLICE):
+            if self._sm.state is VcpuRunState.RUNNING and \
+                    self._sleep_until <= time.monotonic():
+                self.cpu.kick(self._thread.ident)
+
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -232,6 +283,9 @@ class VcpuThread:
                 try:
                     req = self._queue.get_nowait()
                 except queue.Empty:
+                    if self._throttle_pct and (woke := self._throttle_sleep()) is not None:
+                        self._answer(woke)
+                        continue
                     try:
                         self._run_once()
                     except Exception as err:  # never let the thread die: stop the guest
@@ -276,6 +330,7 @@ class VcpuThread:
         elif req.kind is Req.SYNC:
             return req.fn() if req.fn is not None else None
         elif req.kind is Req.FINISH:
+            self._kicker_stop.set()
             self.ring.drain(force=True)
             self._sm.set(VcpuRunState.FINISHED)
         else:
@@ -286,6 +341,31 @@ class VcpuThread:
                 self.fault = None
                 self._sm.set(VcpuRunState.PAUSED)
             return result
+        return None
+
+    def _apply_throttle(self, pct: int) -> None:
+        if pct and not self._throttle_pct:
+            self._slice_start = time.monotonic()
+        self._throttle_pct = pct
+        if not pct:
+            self._sleep_until = 0.0
+
+    def _throttle_sleep(self) -> _Request | None:
+        """QEMU ``cpu_throttle_thread``: once a timeslice has run, sleep
+        ``pct / (100 - pct)`` of it. A request ends the wait and is returned; the rest
+        of the sleep follows once it is answered."""
+        now = time.monotonic()
+        if self._sleep_until <= now:
+            if now - self._slice_start < THROTTLE_TIMESLICE:
+                return None
+            pct = self._throttle_pct
+            self._sleep_until = now + pct / (100 - pct) * THROTTLE_TIMESLICE
+        while (left := self._sleep_until - time.monotonic()) > 0:
+            try:
+                return self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+        self._slice_start = time.monotonic()
         return None
 
     def _run_once(self) -> None:

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 #: The capabilities qmpd implements; the others may only be set to false.
 #: ``return-path``: qmpd always opens the return path (the source completes only after
 #: the destination acknowledges a good load); the flag is carried in the stream header.
-IMPLEMENTED_CAPABILITIES: Final[frozenset[str]] = frozenset({"events", "x-colo", "return-path"})
+#: ``auto-converge``: :mod:`qmpd.migration.throttle`.
+IMPLEMENTED_CAPABILITIES: Final[frozenset[str]] = frozenset(
+    {"events", "x-colo", "return-path", "auto-converge"})
 
 #: Parameters QEMU 7.2 has that qmpd refuses to set; they have no default and are
 #: absent from ``query-migrate-parameters`` (as in QEMU 7.2 until set).

@@ -50,6 +50,9 @@ class MigratableMachine(Protocol):
     def dirty_log_stop(self) -> None:
         """Stop dirty logging."""
 
+    def set_cpu_throttle(self, pct: int) -> None:
+        """Throttle the vCPU (1..99 percent of its time asleep); 0 lifts it."""
+
     def save_state(self) -> bytes:
         """vCPU + device state blob (paused only)."""
 

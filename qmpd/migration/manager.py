@@ -157,6 +157,8 @@ class MigrationManager:
                 info["total-time"] = int((time.monotonic() - c.start) * 1000)
                 info["expected-downtime"] = c.expected_downtime_ms
             info["ram"] = c.ram_info(self.machine.page_size, done=status is _S.COMPLETED)
+            if c.cpu_throttle_percentage:  # as QEMU: present while throttling
+                info["cpu-throttle-percentage"] = c.cpu_throttle_percentage
         elif status is _S.FAILED and self._error:
             info["error-desc"] = self._error
         return info

@@ -18,6 +18,8 @@ status and the cleanup (resume the guest, stop dirty logging) on any failure.
     AWAIT_ACK ◄──────────────────── return path: SHUT(0) ─── (or ERROR text, SHUT(1))
     DONE      (manager: completed + postmigrate, or colo)
 
+Each dirty-bitmap sync also feeds auto-converge (:mod:`qmpd.migration.throttle`), whose
+throttle is lifted when ``run`` ends, however it ends.
 ``max-bandwidth`` is honoured in ``BULK`` and ``ITERATE`` (100 ms windows, as QEMU);
 the final pass is unthrottled. Parameters are re-read every batch, so changing
 ``downtime-limit`` or ``max-bandwidth`` mid-migration takes effect at once.
@@ -48,6 +50,7 @@ from qmpd.migration.stream import (
     encode_ram,
     encode_state,
 )
+from qmpd.migration.throttle import AutoConverge
 from qmpd.migration.transport import MigrationConnection, RpMessage
 from qmpd.statemachine import StateMachine
 
@@ -106,6 +109,8 @@ class RamCounters:
     total_time_ms: int | None = None
     downtime_ms: int | None = None
     expected_downtime_ms: int = 0
+    #: auto-converge's throttle in force (0: none; query-migrate shows it only then).
+    cpu_throttle_percentage: int = 0
 
     def ram_info(self, page_size: int, *, done: bool) -> dict[str, object]:
         """``query-migrate``'s MigrationStats (``ram``); ``done``: completed."""
@@ -161,6 +166,8 @@ class PrecopySource:
         self._window_bytes = 0
         self._downtime_start = 0.0
         self._last_sync = time.monotonic()
+        self.auto_converge = AutoConverge(config, machine.page_size, machine.set_cpu_throttle,
+                                          on_change=self._throttle_changed)
 
     # -- the phases ---------------------------------------------------------------
     async def run(self) -> None:
@@ -189,6 +196,7 @@ class PrecopySource:
             await self._final(dirty)
             await self._await_ack()
         finally:
+            self.auto_converge.stop()  # QEMU's migration_iteration_finish
             rp = self._rp_task
             if rp is not None and not rp.done():
                 rp.cancel()
@@ -308,7 +316,11 @@ class PrecopySource:
         if dirtied is not None:
             c.dirty_pages_rate = int(dirtied / max(now - self._last_sync, 1e-3))
         self._last_sync = now
+        self.auto_converge.sync(dirtied or 0, c.transferred, now)
         self._on_pass(c.dirty_sync_count)
+
+    def _throttle_changed(self, pct: int) -> None:
+        self.c.cpu_throttle_percentage = pct
 
     def _bandwidth(self) -> float:
         """Bytes/s measured so far, capped by max-bandwidth (never 0)."""

@@ -71,16 +71,17 @@ class QmpdProcess:
 
     @classmethod
     async def start(cls, name: str, workdir: Path, extra: Sequence[str] = (),
-                    mem: str = "64M", guest: str = "counter,wss=8M,dirty=64,pace=20000",
+                    mem: str = "64M", guest: str | None = "counter,wss=8M,dirty=64,pace=20000",
                     timeout: float = 20.0) -> QmpdProcess:
-        """Start ``python -m qmpd`` with a QMP and a serial UNIX socket in ``workdir``."""
+        """Start ``python -m qmpd`` with a QMP and a serial UNIX socket in ``workdir``
+        (``guest`` None: no ``-guest``, qmpd's default guest)."""
         qmp_path = workdir / f"{name}.qmp"
         serial_path = workdir / f"{name}.serial"
         log_path = workdir / f"{name}.log"
         args = [sys.executable, "-m", "qmpd", "-name", name,
                 "-qmp", f"unix:{qmp_path},server=on,wait=off",
                 "-serial", f"unix:{serial_path},server=on,wait=off",
-                "-m", mem, "-guest", guest, *extra]
+                "-m", mem, *(["-guest", guest] if guest is not None else []), *extra]
         logf = open(log_path, "wb")  # noqa: SIM115, ASYNC230 - handed to the child
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
