@@ -36,6 +36,8 @@ SCHEMA_PARAMETERS = {key.lstrip("*"): spec
 
 #: A parameter qmpd keeps and reports but has no mechanism for (QEMU compatibility).
 STORED = "stored"
+#: auto-converge's parameters: the rule's own tests.
+THROTTLE = "tests/migration/test_throttle.py::"
 
 #: Capability -> the test that observes its effect; every other one is refused.
 CAPABILITY_EFFECTS = {
@@ -44,6 +46,7 @@ CAPABILITY_EFFECTS = {
     # always on in qmpd: the source completes only after the destination's verdict
     "return-path": "tests/migration/test_migrate.py::"
                    "test_destination_error_reported_on_return_path",
+    "auto-converge": "tests/migration/test_converge.py::test_auto_converge_as_qemu",
 }
 
 
@@ -70,13 +73,16 @@ PARAMETERS: dict[str, tuple[object, tuple[int, str] | None, str]] = {
                            STORED),
     "throttle-trigger-threshold": (60, (101, _range("throttle-trigger-threshold",
                                                     "an integer in the range of 1 to 100")),
-                                   STORED),
+                                   THROTTLE + "test_low_periods_do_not_reset_the_count_"
+                                              "and_never_trigger"),
     "cpu-throttle-initial": (30, (0, _range("cpu-throttle-initial",
-                                            "an integer in the range of 1 to 99")), STORED),
+                                            "an integer in the range of 1 to 99")),
+                             THROTTLE + "test_parameters_initial_increment_max"),
     "cpu-throttle-increment": (20, (100, _range("cpu-throttle-increment",
                                                 "an integer in the range of 1 to 99")),
-                               STORED),
-    "cpu-throttle-tailslow": (True, None, STORED),
+                               THROTTLE + "test_parameters_initial_increment_max"),
+    "cpu-throttle-tailslow": (True, None,
+                              THROTTLE + "test_tailslow_steps_toward_the_threshold"),
     "tls-creds": ("tls0", None, "tests/qmp/test_migration_schema.py::"
                                 "test_tls_creds_refuse_migrate"),
     "tls-hostname": ("peer", None, STORED),
@@ -97,7 +103,7 @@ PARAMETERS: dict[str, tuple[object, tuple[int, str] | None, str]] = {
     "max-postcopy-bandwidth": (1 << 20, None, STORED),
     "max-cpu-throttle": (50, (10, _range("max-cpu-throttle", "an integer in the range of "
                                                              "cpu_throttle_initial to 99")),
-                         STORED),
+                         THROTTLE + "test_parameters_initial_increment_max"),
     "multifd-compression": ("zlib", None, STORED),
     "multifd-zlib-level": (9, (10, _range("multifd-zlib-level", "a value between 0 and 9")),
                            STORED),
