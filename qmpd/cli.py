@@ -64,6 +64,7 @@ Machine:
                           batch=N    output records per doorbell exit (default 0 = auto)
   -incoming tcp:[HOST]:PORT|unix:PATH|defer  wait for an incoming migration
   -incoming exec:COMMAND  load a migration stream from COMMAND's output (/bin/sh -c)
+  -incoming fd:N        load a migration stream from inherited file descriptor N
 Process:
   -pidfile FILE         write the process id to FILE
   -daemonize            detach once the monitors are listening

@@ -202,16 +202,21 @@ def parse_pidfile(text: str) -> str:
 
 
 def parse_incoming(text: str) -> str:
-    """``-incoming defer | tcp:[HOST]:PORT | unix:PATH | exec:COMMAND`` -> the URI,
-    checked.
+    """``-incoming defer | tcp:[HOST]:PORT | unix:PATH | exec:COMMAND | fd:N`` -> the
+    URI, checked.
 
     :raise ConfigError: another protocol or a bad address.
     """
     if text == "defer" or text.startswith("exec:"):
         return text
+    if text.startswith("fd:"):  # a descriptor this process inherited (qemu_parse_fd)
+        number = text[3:]
+        if not (number.isascii() and number.isdigit()):
+            raise ConfigError(f"Invalid file descriptor number '{number}'")
+        return text
     try:
         check_unix_path(parse_address(text))
     except AddressTypeError:
         raise ConfigError("unknown migration protocol (expected tcp:HOST:PORT, unix:PATH, "
-                          "exec:COMMAND or defer)") from None
+                          "exec:COMMAND, fd:N or defer)") from None
     return text

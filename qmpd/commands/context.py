@@ -38,6 +38,10 @@ class SessionInfo(Protocol):
     def negotiate(self, oob: bool) -> None:
         """Leave negotiation mode, with or without out-of-band execution."""
 
+    def take_fd(self) -> int | None:
+        """``getfd``: the descriptor sent (SCM_RIGHTS) with the latest input, if any;
+        the caller owns it."""
+
 
 @dataclass(frozen=True)
 class CommandContext:

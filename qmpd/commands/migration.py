@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from qmpd.colo.state import ColoMode
-from qmpd.commands.context import CommandContext
+from qmpd.commands.context import CommandContext, SessionInfo
 from qmpd.commands.errors import QMPError
 from qmpd.commands.gating import in_colo_modes, in_runstates, outside_runstates
 from qmpd.commands.hmp import hmp_info
 from qmpd.commands.registry import command
 from qmpd.machine.runstate import RunState
+from qmpd.migration.fds import NoFdError
 
 NO_BLOCK_MIGRATION = ("QEMU compiled without old-style (blk/-b, inc/-i) block migration")
 
@@ -43,6 +44,21 @@ def migrate(ctx: CommandContext, uri: str, blk: bool = False, inc: bool = False,
 def migrate_incoming(ctx: CommandContext, uri: str) -> None:
     """Start listening for an incoming migration (after ``-incoming defer``)."""
     ctx.migration.incoming(uri)
+
+
+@command("getfd", needs_session=True)
+def getfd(ctx: CommandContext, session: SessionInfo, fdname: str) -> None:
+    """Keep the descriptor sent with this command as ``fdname`` (for ``fd:`` URIs)."""
+    fd = session.take_fd()
+    if fd is None:
+        raise NoFdError()
+    ctx.migration.fds.add(fdname, fd)
+
+
+@command("closefd")
+def closefd(ctx: CommandContext, fdname: str) -> None:
+    """Close a descriptor ``getfd`` kept."""
+    ctx.migration.fds.remove(fdname)
 
 
 @command("migrate_cancel")

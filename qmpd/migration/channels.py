@@ -1,4 +1,4 @@
-"""Migration URIs beyond tcp/unix sockets: ``exec:COMMAND`` (both directions).
+"""Migration URIs beyond tcp/unix sockets: ``exec:COMMAND`` and ``fd:`` (both directions).
 
 User: :class:`qmpd.migration.manager.MigrationManager` (``migrate``,
 ``migrate-incoming``, ``-incoming``). :func:`parse_migration_uri` is the one parser of a
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import socket
 import subprocess
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from qmpd.errors import ArgumentRangeError, MigrationError
+from qmpd.migration.fds import NamedFds
 from qmpd.migration.transport import (
     Listener,
     MigrationConnection,
@@ -59,7 +62,17 @@ class ExecUri:
         return f"exec:{self.command}"
 
 
-MigrationUri = SocketAddress | ExecUri
+@dataclass(frozen=True)
+class FdUri:
+    """``fd:NAME`` (``migrate``: a ``getfd`` name) or ``fd:N|NAME`` (incoming)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"fd:{self.name}"
+
+
+MigrationUri = SocketAddress | ExecUri | FdUri
 
 
 class UriError(MigrationError):
@@ -76,6 +89,8 @@ def parse_migration_uri(uri: str) -> MigrationUri:
     """
     if uri.startswith("exec:"):
         return ExecUri(uri[5:])
+    if uri.startswith("fd:"):
+        return FdUri(uri[3:])
     try:
         return parse_uri(uri)
     except UnixAddressError:
@@ -101,8 +116,8 @@ class CommandConnection(MigrationConnection):
     """
 
     def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes], *,
-                 outgoing: bool) -> None:
-        super().__init__(sock, "command")
+                 outgoing: bool, what: str = "command") -> None:
+        super().__init__(sock, what)
         self.one_way = True
         self.proc = proc
         self.outgoing = outgoing
@@ -111,7 +126,7 @@ class CommandConnection(MigrationConnection):
     def failure_text(self, err: OSError) -> str:
         """QEMU's io/channel-command.c texts."""
         verb = "write to" if self.outgoing else "read from"
-        return f"Unable to {verb} command: {err.strerror or err}"
+        return f"Unable to {verb} {self.peer}: {err.strerror or err}"
 
     async def finish(self) -> None:
         """Source, after the last section: end the child's input, wait for it to exit."""
@@ -119,23 +134,7 @@ class CommandConnection(MigrationConnection):
         status = await asyncio.to_thread(_reap, self.proc, EXIT_WAIT_SECONDS)
         if status != 0:  # QEMU 7.2 ignores it too; say so in the log
             log.warning("migration command exited with status %s: %s", status,
-                        self.proc.args[2])  # type: ignore[index]
-
-    async def readable(self) -> None:
-        """Destination: wait until the child's first bytes (or EOF) arrive."""
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        fd = self.fileno()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        loop.add_reader(fd, wake)
-        try:
-            await ready
-        finally:
-            loop.remove_reader(fd)
+                        self.proc.args)
 
     def close(self) -> None:
         """Close the socket and end the child if it still runs (reaped off the loop)."""
@@ -146,6 +145,22 @@ class CommandConnection(MigrationConnection):
             with contextlib.suppress(RuntimeError):  # no loop: the child is not reaped
                 self._reaper = asyncio.get_running_loop().run_in_executor(
                     None, _reap, self.proc, 0.0)
+
+
+async def _readable(conn: MigrationConnection) -> None:
+    """Wait until the connection has bytes (or EOF) to read."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
 
 
 def _reap(proc: subprocess.Popen[bytes], grace: float) -> int:
@@ -161,18 +176,20 @@ def _reap(proc: subprocess.Popen[bytes], grace: float) -> int:
     return proc.wait()
 
 
-def spawn_command(command: str, *, outgoing: bool) -> CommandConnection:
-    """Start ``/bin/sh -c COMMAND`` with its stdin (source) or stdout (destination) on
-    a socketpair whose other end is the returned connection.
+def spawn_command(command: str, *, outgoing: bool, argv: list[str] | None = None,
+                  other: int = subprocess.DEVNULL, what: str = "command") -> CommandConnection:
+    """Start ``/bin/sh -c COMMAND`` (or ``argv``) with its stdin (source) or stdout
+    (destination) on a socketpair whose other end is the returned connection; its
+    other standard stream is ``other`` (/dev/null by default).
 
-    :raise MigrationTransportError: the shell cannot be started.
+    :raise MigrationTransportError: the program cannot be started.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            stdin=theirs.fileno() if outgoing else subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL if outgoing else theirs.fileno(),
+            argv or ["/bin/sh", "-c", command],
+            stdin=theirs.fileno() if outgoing else other,
+            stdout=other if outgoing else theirs.fileno(),
             close_fds=True)
     except OSError as err:
         ours.close()
@@ -184,28 +201,29 @@ def spawn_command(command: str, *, outgoing: bool) -> CommandConnection:
         ours.shutdown(socket.SHUT_RD)
     else:
         ours.shutdown(socket.SHUT_WR)
-    return CommandConnection(ours, proc, outgoing=outgoing)
+    return CommandConnection(ours, proc, outgoing=outgoing, what=what)
 
 
-class CommandIncoming:
-    """``-incoming exec:COMMAND``: the manager's listener for a command's output.
+class ReadyIncoming:
+    """``-incoming exec:COMMAND`` / ``fd:``: the manager's listener for a stream that
+    is already connected.
 
-    "Accepting" waits for the child's first bytes (QEMU: the channel's G_IO_IN watch),
-    so the status turns ``active`` when data flows, as on QEMU.
+    "Accepting" waits for the first bytes (QEMU: the channel's G_IO_IN watch), so the
+    status turns ``active`` when data flows, as on QEMU.
     """
 
-    def __init__(self, conn: CommandConnection) -> None:
+    def __init__(self, conn: MigrationConnection) -> None:
         self.conn = conn
         self._accepted = False
 
     async def accept(self) -> MigrationConnection:
         """Wait for the stream; the connection is the caller's from then on."""
-        await self.conn.readable()
+        await _readable(self.conn)
         self._accepted = True
         return self.conn
 
     def socket_address(self) -> list[dict[str, object]]:
-        """``query-migrate`` has no ``socket-address`` for a command."""
+        """``query-migrate`` has no ``socket-address`` for a command or an fd."""
         return []
 
     def close(self) -> None:
@@ -238,29 +256,70 @@ class UnknownIncomingProtocolError(MigrationError):
         return f"unknown migration protocol: {self.uri}"
 
 
-def check_outgoing(target: MigrationUri, capability: Callable[[str], bool]) -> None:
-    """Refuse what a one-way channel cannot do: ``x-colo`` and ``return-path``.
+def fd_connection(fd: int, label: str, *, outgoing: bool) -> MigrationConnection:
+    """A connection over descriptor ``fd`` (owned by the connection from now on): a
+    stream socket as it is, anything else one-way through ``cat``.
 
+    :raise MigrationTransportError: ``fd`` is not open.
+    """
+    try:
+        sock: socket.socket | None = socket.socket(fileno=fd)
+    except OSError as err:
+        if err.errno == errno.EBADF:
+            raise MigrationTransportError(f"{label}: {err.strerror}") from err
+        sock = None
+    if sock is not None:
+        if sock.type == socket.SOCK_STREAM:
+            return MigrationConnection(sock, label)
+        sock.detach()
+    try:
+        return spawn_command("", outgoing=outgoing, argv=["cat"], other=fd, what="file")
+    finally:
+        os.close(fd)
+
+
+def prepare_outgoing(target: MigrationUri, fds: NamedFds,
+                     capability: Callable[[str], bool]) -> MigrationUri | MigrationConnection:
+    """``migrate``'s synchronous part: take an ``fd:`` descriptor, refuse what a
+    one-way channel cannot do (``return-path``, ``x-colo``).
+
+    :raise FdNotFoundError: QEMU's ``File descriptor named 'X' has not been found``.
     :raise OneWayChannelError: naming the first such capability that is on.
     """
-    if isinstance(target, ExecUri):
+    prepared: MigrationUri | MigrationConnection = target
+    one_way = isinstance(target, ExecUri)
+    if isinstance(target, FdUri):
+        prepared = fd_connection(fds.take(target.name), str(target), outgoing=True)
+        one_way = prepared.one_way
+    if one_way:
         for name in ("return-path", "x-colo"):
             if capability(name):
+                if isinstance(prepared, MigrationConnection):
+                    prepared.close()
                 raise OneWayChannelError(name)
+    return prepared
 
 
-async def open_outgoing(target: MigrationUri) -> MigrationConnection:
+async def open_outgoing(target: MigrationUri | MigrationConnection) -> MigrationConnection:
     """Connect to a destination, or start the command the stream goes into."""
+    if isinstance(target, MigrationConnection):
+        return target
     if isinstance(target, ExecUri):
         return spawn_command(target.command, outgoing=True)
+    if isinstance(target, FdUri):
+        raise MigrationTransportError(f"{target}: not prepared")
     return await connect(target)
 
 
-def open_incoming(target: MigrationUri) -> Listener | CommandIncoming:
-    """Listen on an address, or start the command the stream comes from.
+def open_incoming(target: MigrationUri, fds: NamedFds) -> Listener | ReadyIncoming:
+    """Listen on an address, start the command the stream comes from, or take an fd.
 
     :raise MigrationTransportError: the address cannot be bound (QEMU's text).
+    :raise FdNotFoundError, FdNumberError: a bad ``fd:`` (QEMU's texts).
     """
     if isinstance(target, ExecUri):
-        return CommandIncoming(spawn_command(target.command, outgoing=False))
+        return ReadyIncoming(spawn_command(target.command, outgoing=False))
+    if isinstance(target, FdUri):
+        fd = fds.incoming(target.name)
+        return ReadyIncoming(fd_connection(fd, str(target), outgoing=False))
     return Listener.open(target)

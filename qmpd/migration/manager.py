@@ -34,14 +34,13 @@ from qmpd.machine.runstate import RunState, RunStateHolder
 from qmpd.machine.vmctl import VmControl
 from qmpd.migration.channels import (
     CommandConnection,
-    CommandIncoming,
     MigrationUri,
-    UriError,
-    check_outgoing,
+    ReadyIncoming,
     open_incoming,
     open_outgoing,
     parse_incoming_uri,
     parse_migration_uri,
+    prepare_outgoing,
 )
 from qmpd.migration.config import MigrationConfig, MigrationSpec
 from qmpd.migration.destination import PrecopyDestination
@@ -51,6 +50,7 @@ from qmpd.migration.errors import (
     NoPausedMigrationError,
     NotSupportedError,
 )
+from qmpd.migration.fds import NamedFds
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
@@ -106,7 +106,9 @@ class MigrationManager:
         self._out_conn: MigrationConnection | None = None
         #: every migration connection open now, either direction, COLO included (yank)
         self._live: set[MigrationConnection] = set()
-        self._listener: Listener | CommandIncoming | None = None
+        #: getfd/closefd's descriptors, for fd: URIs
+        self.fds = NamedFds()
+        self._listener: Listener | ReadyIncoming | None = None
         self._counters = RamCounters()
         self._error: str | None = None
         self._in_error: str | None = None
@@ -188,9 +190,9 @@ class MigrationManager:
         self._cancel_requested = False
         self._last = self.outgoing
         try:
-            target = parse_migration_uri(uri)
-            check_outgoing(target, self.config.capability)
-        except (ArgumentRangeError, AddressError, UriError) as err:
+            target = prepare_outgoing(parse_migration_uri(uri), self.fds,
+                                      self.config.capability)
+        except (ArgumentRangeError, AddressError, MigrationError) as err:
             # QEMU 7.2 qmp_migrate: setup, then failed (error-desc but for a scheme)
             self.outgoing.set(_S.SETUP)
             if not isinstance(err, ArgumentRangeError):
@@ -209,7 +211,8 @@ class MigrationManager:
             self.outgoing.set(_S.CANCELLING)
         self.outgoing.cas(_S.CANCELLING, _S.CANCELLED)
 
-    async def _run_outgoing(self, uri: str, target: MigrationUri) -> None:
+    async def _run_outgoing(self, uri: str,
+                            target: MigrationUri | MigrationConnection) -> None:
         was_running = self.runstate.is_running
         source: PrecopySource | None = None
         try:
@@ -313,7 +316,7 @@ class MigrationManager:
         if self.incoming_status.is_running or self.incoming_status.status is _S.COLO:
             raise IncomingStartedError(self.incoming_status.status.value)
         try:
-            listener = open_incoming(parse_incoming_uri(uri))
+            listener = open_incoming(parse_incoming_uri(uri), self.fds)
         except (MigrationError, AddressError):
             self._emit("MIGRATION", {"status": "setup"})  # QEMU 7.2 emits it first
             raise
@@ -329,7 +332,7 @@ class MigrationManager:
         """Where ``-incoming`` listens (QEMU SocketAddress list), or []."""
         return self._listener.socket_address() if self._listener is not None else []
 
-    async def _run_incoming(self, listener: Listener | CommandIncoming) -> None:
+    async def _run_incoming(self, listener: Listener | ReadyIncoming) -> None:
         dest: PrecopyDestination | None = None
         conn: MigrationConnection | None = None
         try:
@@ -421,6 +424,7 @@ class MigrationManager:
     async def close(self) -> None:
         """Cancel whatever runs (daemon shutdown) and wait for it to clean up."""
         self._cancel_requested = True
+        self.fds.close()
         if self._listener is not None:
             self._listener.close()
         if self.outgoing.status in (_S.SETUP, _S.ACTIVE):

@@ -19,6 +19,7 @@ import socket
 import stat
 
 from qmpd.options import SocketAddress
+from qmpd.qmp.fdsocket import FdServer
 from qmpd.qmp.session import Dispatcher, QMPSession
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class QMPServer:
         self._oob_offered = oob_offered
         self._max_message_bytes = max_message_bytes
         self._max_event_backlog = max_event_backlog
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | FdServer] = []
         self._unix_paths: list[str] = []
         self.sessions: set[QMPSession] = set()
         self._counter = 0
@@ -55,8 +56,10 @@ class QMPServer:
         loop = asyncio.get_running_loop()
         label = str(address)
         if address.kind == "unix":
+            # SCM_RIGHTS: getfd takes descriptors sent with commands (qmpd.qmp.fdsocket)
             sock = _bind_unix(address.path)
-            server = await loop.create_unix_server(lambda: self._factory(label), sock=sock)
+            server: asyncio.Server | FdServer = FdServer(
+                loop, sock, lambda: self._factory(label))
             self._unix_paths.append(address.path)
         else:
             server = await loop.create_server(lambda: self._factory(label),

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -89,6 +91,7 @@ class QMPSession(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._draining = False
+        self._fds: list[int] = []  # SCM_RIGHTS descriptors of the latest read
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- state ---------------------------------------------------------------------
@@ -121,6 +124,22 @@ class QMPSession(asyncio.Protocol):
         self._stream.feed(data)
         self._pump_input()
 
+    def fds_received(self, fds: list[int]) -> None:
+        """Descriptors sent with the next bytes (UNIX monitors; qmpd.qmp.fdsocket):
+        they replace any the commands before did not take, as QEMU's socket chardev."""
+        self._close_fds()
+        self._fds = fds
+
+    def take_fd(self) -> int | None:
+        """``getfd``: the descriptor that came with the latest input, now the caller's."""
+        return self._fds.pop() if self._fds else None
+
+    def _close_fds(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = []
+
     def eof_received(self) -> bool | None:
         return None
 
@@ -134,6 +153,7 @@ class QMPSession(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         log.info("session %s: disconnected%s", self.name, f" ({exc})" if exc else "")
         self._sm.set(SessionState.CLOSED)
+        self._close_fds()
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()

@@ -201,6 +201,9 @@ class NegotiatedSession:
     def negotiate(self, oob: bool) -> None:
         raise AssertionError("already negotiated")
 
+    def take_fd(self) -> int | None:
+        return None
+
 
 #: QEMU itself, where installed: tests compare qmpd's answers with a real QEMU 7.2's.
 QEMU = shutil.which("qemu-system-x86_64")

@@ -108,6 +108,9 @@ class _Session:
     def negotiate(self, oob: bool) -> None:
         self.negotiated = True
 
+    def take_fd(self) -> int | None:
+        return None
+
 
 def test_07_pre_negotiation_errors(daemon: Qmpd) -> None:
     client = Raw(daemon.path)

@@ -108,7 +108,7 @@ LONG = "/tmp/" + "x" * 103  # 108 bytes: one more than sun_path holds
     (["-pidfile", ""], "qmpd: -pidfile : a file name must be given"),
     (["-incoming", "garbage"], "qmpd: -incoming garbage: unknown migration protocol "
                                "(expected tcp:HOST:PORT, unix:PATH, "
-                               "exec:COMMAND or defer)"),
+                               "exec:COMMAND, fd:N or defer)"),
     (["-incoming", "unix:"], "qmpd: -incoming unix:: a socket path must be given (unix:PATH)"),
     (["-incoming", "tcp:host"],
      "qmpd: -incoming tcp:host: host and port must be given as tcp:HOST:PORT"),

@@ -14,8 +14,10 @@ emits ``setup`` only.
 
 from __future__ import annotations
 
+import array
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,6 +46,12 @@ PROBES: list[tuple[str, str | None, dict[str, Any], list[str]]] = [
      {"status": "failed",
       "error-desc": "Failed to connect to '/nonexistent/m.sock': No such file or directory"},
      SETUP_FAILED),
+    ("fd:nosuch", "File descriptor named 'nosuch' has not been found",
+     {"status": "failed", "error-desc": "File descriptor named 'nosuch' has not been found"},
+     SETUP_FAILED),
+    ("fd:", "File descriptor named '' has not been found",
+     {"status": "failed", "error-desc": "File descriptor named '' has not been found"},
+     SETUP_FAILED),
     ("exec:", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
     ("exec:false", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
     ("exec:exit 3", None, {"status": "failed", "error-desc": BROKEN_PIPE}, ACTIVE_FAILED),
@@ -59,8 +67,13 @@ class Client:
         self.raw.negotiate()
         self.events: list[dict[str, Any]] = []
 
-    def cmd(self, name: str, **args: Any) -> dict[str, Any]:
-        self.raw.send(json.dumps({"execute": name, "arguments": args}) + "\n")
+    def cmd(self, name: str, fd: int | None = None, **args: Any) -> dict[str, Any]:
+        data = (json.dumps({"execute": name, "arguments": args}) + "\n").encode()
+        if fd is None:
+            self.raw.send(data)
+        else:  # the descriptor travels with the command (SCM_RIGHTS)
+            self.raw.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                            array.array("i", [fd]))])
         while True:
             msg = self.raw.read()
             if "event" in msg:
@@ -154,3 +167,37 @@ def test_migrate_incoming_unknown_protocol(tmp_path: Path) -> None:
             client.raw.close()
             proc.kill()
             proc.wait(10)
+
+
+NO_FD = "No file descriptor supplied via SCM_RIGHTS"
+# (command, fdname, send a descriptor?, error or None)
+FD_PROBES: list[tuple[str, str, bool, str | None]] = [
+    ("getfd", "a", False, NO_FD),
+    ("getfd", "1a", True, "Parameter 'fdname' expects a name not starting with a digit"),
+    ("getfd", "1a", False, NO_FD),
+    ("getfd", "", True, None),
+    ("getfd", "a", True, None),
+    ("getfd", "a", True, None),  # replaces (and closes) the first
+    ("closefd", "zz", False, "File descriptor named 'zz' not found"),
+    ("closefd", "a", False, None),
+    ("closefd", "a", False, "File descriptor named 'a' not found"),
+    ("closefd", "", False, None),
+]
+
+
+def test_getfd_closefd(server: tuple[str, str]) -> None:
+    client = Client(server[0])
+    r, w = os.pipe()
+    try:
+        seen = []
+        for command, name, send, _ in FD_PROBES:
+            reply = client.cmd(command, fd=w if send else None, fdname=name)
+            seen.append(_result(reply))
+        assert seen == [p[3] for p in FD_PROBES]
+        assert _result(client.cmd("getfd")) == "Parameter 'fdname' is missing"
+        assert _result(client.cmd("getfd", fdname=1)) == (
+            "Invalid parameter type for 'fdname', expected: string")
+    finally:
+        client.raw.close()
+        os.close(r)
+        os.close(w)
