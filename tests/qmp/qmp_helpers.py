@@ -231,6 +231,7 @@ def start_qemu_72(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]
             proc.kill()
             raise RuntimeError(f"QEMU did not start: {proc.stderr.read()!r}")  # type: ignore[union-attr]
         time.sleep(0.02)
+    wait_listening(str(path))  # the file appears at bind(), a moment before listen()
     first = Raw(str(path))
     greeting = first.greeting
     first.close()
