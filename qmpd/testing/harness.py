@@ -226,6 +226,17 @@ def joined_stream(*readers: SerialReader) -> bytes:
     return b"".join(bytes(r.data) for r in readers)
 
 
+async def destination_continues(readers: Sequence[SerialReader], guest: str | None,
+                                 more: int = 200) -> StreamReport:
+    """After a migration: wait for ``more`` lines on the last reader, then check the
+    stream all readers saw in turn (no gap, no repeat, good sums); the report."""
+    n = len(readers[-1].lines())
+    await readers[-1].wait_lines(n + more)
+    report = check_stream(joined_stream(*readers), guest or "counter")
+    assert report.ok, str(report)
+    return report
+
+
 def workdir(prefix: str = "qmpd-") -> Path:
     """A fresh short temporary directory (UNIX socket paths must stay short)."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
