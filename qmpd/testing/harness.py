@@ -72,9 +72,10 @@ class QmpdProcess:
     @classmethod
     async def start(cls, name: str, workdir: Path, extra: Sequence[str] = (),
                     mem: str = "64M", guest: str | None = "counter,wss=8M,dirty=64,pace=20000",
-                    timeout: float = 20.0) -> QmpdProcess:
+                    timeout: float = 20.0, pass_fds: Sequence[int] = ()) -> QmpdProcess:
         """Start ``python -m qmpd`` with a QMP and a serial UNIX socket in ``workdir``
-        (``guest`` None: no ``-guest``, qmpd's default guest)."""
+        (``guest`` None: no ``-guest``, qmpd's default guest; ``pass_fds``: descriptors
+        it inherits, for ``-incoming fd:N``)."""
         qmp_path = workdir / f"{name}.qmp"
         serial_path = workdir / f"{name}.serial"
         log_path = workdir / f"{name}.log"
@@ -85,7 +86,7 @@ class QmpdProcess:
         logf = open(log_path, "wb")  # noqa: SIM115, ASYNC230 - handed to the child
         proc = await asyncio.create_subprocess_exec(
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-            start_new_session=True)
+            start_new_session=True, pass_fds=tuple(pass_fds))
         logf.close()
         _CHILDREN.add(proc.pid)
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ one-way channel (as ``exec:``); ``-incoming fd:N`` takes an inherited descriptor
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -71,8 +72,34 @@ async def test_fd_migration_over_a_pipe(wd: Path) -> None:  # noqa: F811
     await _migrate_over(wd, "pipe")
 
 
-def test_incoming_fd_number_from_the_command_line(wd: Path) -> None:  # noqa: F811
-    """``-incoming fd:N``: a descriptor qmpd inherited; a name there is QEMU's error."""
+async def test_incoming_fd_number_from_the_command_line(wd: Path) -> None:  # noqa: F811
+    """``-incoming fd:N``: a descriptor qmpd inherited."""
+    a, b = socket.socketpair()
+    src = await QmpdProcess.start("src", wd, guest=GUEST)
+    try:
+        dst = await QmpdProcess.start("dst", wd, guest=GUEST, pass_fds=[b.fileno()],
+                                      extra=["-incoming", f"fd:{b.fileno()}"])
+    finally:
+        b.close()
+    try:
+        await _give_fd(src, a.fileno(), "mig")
+        a.close()
+        await src.cmd("migrate-set-parameters", **{"max-bandwidth": 0})
+        await src.cmd("migrate", uri="fd:mig")
+        for _ in range(3000):  # no events on: poll (bounded)
+            if (await dst.cmd("query-migrate")).get("status") == "completed":
+                break
+            await asyncio.sleep(0.02)
+        assert (await dst.cmd("query-migrate"))["status"] == "completed"
+        assert (await dst.cmd("query-status"))["status"] == "running"
+        assert (await src.cmd("query-status"))["status"] == "postmigrate"
+    finally:
+        for p in (src, dst):
+            await p.close()
+
+
+def test_incoming_fd_name_on_the_command_line() -> None:
+    """No monitor to name a descriptor there: QEMU's ``qemu_parse_fd`` text."""
     bad = subprocess.run([sys.executable, "-m", "qmpd", "-incoming", "fd:abc"],
                          capture_output=True, text=True, timeout=30)
     assert (bad.returncode, bad.stderr) == (
