@@ -233,16 +233,17 @@ class ReadyIncoming:
 
 
 class OneWayChannelError(MigrationError):
-    """``migrate`` over ``exec:`` with a capability that needs a return path (QEMU 7.2
-    accepts it and then waits forever for the command to answer)."""
+    """``migrate`` over ``exec:`` (or a non-socket ``fd:``) with a capability that needs a
+    return path (QEMU 7.2 accepts it, then waits forever for the other end to answer)."""
 
-    def __init__(self, capability: str) -> None:
+    def __init__(self, capability: str, channel: str = "an 'exec:' migration") -> None:
         super().__init__(capability)
         self.capability = capability
+        self.channel = channel
 
     def __str__(self) -> str:
         return (f"Migration capability '{self.capability}' needs a return path, "
-                f"which an 'exec:' migration does not have")
+                f"which {self.channel} does not have")
 
 
 class UnknownIncomingProtocolError(MigrationError):
@@ -296,7 +297,8 @@ def prepare_outgoing(target: MigrationUri, fds: NamedFds,
             if capability(name):
                 if isinstance(prepared, MigrationConnection):
                     prepared.close()
-                raise OneWayChannelError(name)
+                raise OneWayChannelError(name, "an 'exec:' migration" if prepared is target
+                                         else "an 'fd:' migration over a non-socket")
     return prepared
 
 

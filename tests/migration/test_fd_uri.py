@@ -15,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from qemu.qmp import ExecuteError
+
 from qmpd.testing.harness import QmpdProcess, destination_continues
 
 from .test_e2e_qmp import Observer, statuses, wd  # noqa: F401 - wd is a fixture
@@ -104,3 +107,25 @@ def test_incoming_fd_name_on_the_command_line() -> None:
                          capture_output=True, text=True, timeout=30)
     assert (bad.returncode, bad.stderr) == (
         1, "qmpd: -incoming fd:abc: Invalid file descriptor number 'abc'\n")
+
+
+async def test_pipe_refuses_return_path(wd: Path) -> None:  # noqa: F811
+    """A pipe is one-way like exec:; the descriptor was taken (and closed) all the same,
+    as QEMU's monitor_get_fd takes it before the migration starts."""
+    src = await QmpdProcess.start("src", wd, guest=GUEST)
+    r, w = os.pipe()
+    try:
+        await _give_fd(src, w, "mig")
+        await src.cmd("migrate-set-capabilities",
+                      capabilities=[{"capability": "return-path", "state": True}])
+        with pytest.raises(ExecuteError) as err:
+            await src.cmd("migrate", uri="fd:mig")
+        assert str(err.value) == ("Migration capability 'return-path' needs a return path, "
+                                  "which an 'fd:' migration over a non-socket does not have")
+        with pytest.raises(ExecuteError, match=r"^File descriptor named 'mig' not found$"):
+            await src.cmd("closefd", fdname="mig")
+        assert (await src.cmd("query-status"))["status"] == "running"
+    finally:
+        os.close(r)
+        os.close(w)
+        await src.close()
