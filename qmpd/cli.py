@@ -31,6 +31,7 @@ from qmpd.config import (
 from qmpd.errors import ConfigError
 from qmpd.machine.config import GuestConfig, MachineConfig, parse_guest
 from qmpd.machine.errors import MachineConfigError
+from qmpd.objects import check_object
 from qmpd.options import AddressError, OptionError
 
 USAGE = """\
@@ -65,6 +66,9 @@ Machine:
   -incoming tcp:[HOST]:PORT|unix:PATH|defer  wait for an incoming migration
   -incoming exec:COMMAND  load a migration stream from COMMAND's output (/bin/sh -c)
   -incoming fd:N        load a migration stream from inherited file descriptor N
+  -object tls-creds-x509,id=ID,dir=DIR[,endpoint=server|client][,verify-peer=on|off]
+                        TLS credentials for migration (repeatable; migration
+                          parameter tls-creds=ID)
 Process:
   -pidfile FILE         write the process id to FILE
   -daemonize            detach once the monitors are listening
@@ -93,6 +97,7 @@ _VALUED: dict[str, tuple[str, Callable[[str], Any], bool]] = {
     "chardev": ("chardev", parse_chardev, True),
     "guest": ("guest", _checked_guest, False),
     "incoming": ("incoming", parse_incoming, False),
+    "object": ("objects", check_object, True),
 }
 
 
@@ -108,7 +113,7 @@ def _reason(err: ConfigError) -> str:
 
 def parse_args(argv: list[str]) -> DaemonConfig:
     """Turn argv (without the program name) into a DaemonConfig; exits on errors."""
-    fields: dict[str, Any] = {"monitors": [], "serial": [], "chardev": []}
+    fields: dict[str, Any] = {"monitors": [], "serial": [], "chardev": [], "objects": []}
     i = 0
     while i < len(argv):
         arg = argv[i]

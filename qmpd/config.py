@@ -89,6 +89,7 @@ class DaemonConfig(BaseModel):
     chardev: list[ChardevSpec] = Field(default_factory=list)
     guest: str | None = None              # -guest counter,wss=16M,...
     incoming: str | None = None           # -incoming URI | defer
+    objects: list[str] = Field(default_factory=list)  # -object TYPE,id=ID,... (checked)
     # The environment (read by qmpd.cli only, passed down by the VM stack):
     kvm_device: str = "/dev/kvm"          # QMPD_KVM_DEVICE (machine: -accel kvm tests)
     colo_hash: bool = False               # QMPD_COLO_HASH=1 (COLO: crc32 of RAM per checkpoint)

@@ -35,6 +35,7 @@ from qmpd.machine.runstate import RunState, RunStateError, RunStateHolder
 from qmpd.machine.vmctl import VmControl
 from qmpd.migration.config import MigrationSpec
 from qmpd.migration.manager import MigrationManager
+from qmpd.objects import ObjectError, ObjectStore, parse_object
 from qmpd.options import OptionError
 from qmpd.schema import Schema
 
@@ -76,6 +77,12 @@ class VmStack:
                 log.exception("emitting %s failed", name)
 
         faults = FaultPlan(config.colo_fault)
+        objects = ObjectStore()
+        for text in config.objects:   # -object: created first, as QEMU's early objects
+            try:
+                objects.add(*parse_object(text))
+            except ObjectError as err:
+                raise OptionError("-object", str(err), text) from err
         guest = parse_guest(config.guest) if config.guest else DEFAULT_GUEST
         try:
             machine = Machine(MachineConfig(mem_bytes=config.mem_bytes, accel=config.accel,
@@ -92,7 +99,7 @@ class VmStack:
         pump.start(asyncio.get_running_loop())
         vm = VmControl(machine, runstate, emit)
         migration = MigrationManager(machine, vm, emit, autostart=not config.start_paused,
-                                     spec=MigrationSpec(schema))
+                                     spec=MigrationSpec(schema), objects=objects)
         colo = ColoManager(machine, vm, pump, emit, migration.config, migration.colo_completed,
                            hash_ram=config.colo_hash, faults=faults)
         migration.set_colo_hook(colo)

@@ -20,6 +20,7 @@ HANDLER_MODULES: list[str] = [
     "machine",
     "migration",
     "colo",
+    "objects",
 ]
 
 

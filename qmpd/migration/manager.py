@@ -54,8 +54,10 @@ from qmpd.migration.fds import NamedFds
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
+from qmpd.migration.tls import accept_secure, creds_for, secure_client
 from qmpd.migration.transport import Listener, MigrationConnection
-from qmpd.options import AddressError
+from qmpd.objects import ObjectStore
+from qmpd.options import AddressError, SocketAddress
 
 log = logging.getLogger(__name__)
 _S = MigrationStatus
@@ -87,8 +89,11 @@ class MigrationManager:
     """
 
     def __init__(self, machine: MigratableMachine, vm: VmControl, emit: EmitFn, *,
-                 autostart: bool = True, spec: MigrationSpec | None = None) -> None:
+                 autostart: bool = True, spec: MigrationSpec | None = None,
+                 objects: ObjectStore | None = None) -> None:
         self.machine = machine
+        #: ``-object`` / ``object-add``: where ``tls-creds`` names its credentials
+        self.objects = objects if objects is not None else ObjectStore()
         self.vm = vm
         self.runstate: RunStateHolder = vm.runstate
         self.colo_hook: ColoHook | None = None
@@ -183,8 +188,6 @@ class MigrationManager:
             raise NoPausedMigrationError()
         if self.is_running():
             raise MigrationInProgressError(self.status.value)
-        if self.config.parameter("tls-creds"):
-            raise NotSupportedError("TLS migration")
         self._counters = RamCounters()
         self._error = None
         self._cancel_requested = False
@@ -218,6 +221,12 @@ class MigrationManager:
         try:
             self._out_conn = conn = await open_outgoing(target)
             self._live.add(conn)
+            if tls_name := str(self.config.parameter("tls-creds") or ""):
+                if not isinstance(target, SocketAddress):
+                    raise NotSupportedError("TLS over an exec: migration URI")
+                host = str(self.config.parameter("tls-hostname") or "") or (
+                    target.host or None if target.kind == "tcp" else None)
+                await secure_client(conn, creds_for(self.objects, tls_name, "client"), host)
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
@@ -336,7 +345,15 @@ class MigrationManager:
         dest: PrecopyDestination | None = None
         conn: MigrationConnection | None = None
         try:
-            conn = await listener.accept()
+            if tls_name := str(self.config.parameter("tls-creds") or ""):
+                creds = creds_for(self.objects, tls_name, "server")
+                if self.config.parameter("tls-authz"):
+                    raise NotSupportedError("tls-authz (authorization objects)")
+                if not isinstance(listener, Listener):
+                    raise NotSupportedError("TLS over an exec: migration URI")
+                conn = await accept_secure(listener, creds)
+            else:
+                conn = await listener.accept()
             self._live.add(conn)
             self.incoming_status.set(_S.ACTIVE)
             dest = PrecopyDestination(self.machine, conn)

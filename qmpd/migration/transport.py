@@ -79,6 +79,49 @@ def _tune(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class SocketIO:
+    """The bytes of a connection on its socket, plain. TLS swaps in its own object with the
+    same methods (qmpd/migration/tls.py ``TlsIO``); :class:`MigrationConnection` only
+    calls these."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    async def sendall(self, mv: memoryview) -> None:
+        """Send all of ``mv`` (no copy)."""
+        await self.loop.sock_sendall(self.sock, mv)
+
+    def send_nowait(self, mv: memoryview) -> int:
+        """Send what the kernel takes now; how many bytes of ``mv`` are consumed."""
+        try:
+            return self.sock.send(mv)
+        except BlockingIOError:
+            return 0
+
+    @property
+    def pending(self) -> bool:
+        """True if consumed bytes still wait to be sent (never, for a plain socket)."""
+        return False
+
+    async def flush(self) -> None:
+        """Send what ``send_nowait`` consumed but could not send yet."""
+
+    async def recv_into(self, buf: memoryview) -> int:
+        """Read what is available into ``buf``; 0 means EOF."""
+        return await self.loop.sock_recv_into(self.sock, buf)
+
+    def peer_closed(self) -> bool:
+        """True if the peer has closed the connection (EOF waiting); consumes nothing."""
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        return data == b""
+
+
 class MigrationConnection:
     """One migration connection: framed sections, return path, and raw bytes.
 
@@ -89,6 +132,7 @@ class MigrationConnection:
     def __init__(self, sock: socket.socket, peer: str) -> None:
         _tune(sock)
         self._sock = sock
+        self.io: SocketIO = SocketIO(sock)
         self.peer = peer
         self._loop = asyncio.get_running_loop()
         self._queue: collections.deque[memoryview] = collections.deque()
@@ -107,7 +151,7 @@ class MigrationConnection:
         try:
             for part in parts:
                 mv = memoryview(part).cast("B")
-                await self._loop.sock_sendall(self._sock, mv)
+                await self.io.sendall(mv)
                 self.bytes_sent += mv.nbytes
         except OSError as err:
             raise self._fail(err) from err
@@ -119,25 +163,27 @@ class MigrationConnection:
         mv = memoryview(data).cast("B")
         if not self._queue:
             try:
-                n = self._sock.send(mv)
-            except BlockingIOError:
-                n = 0
+                n = self.io.send_nowait(mv)
             except OSError as err:
                 self._fail(err)
                 return
             self.bytes_sent += n
             mv = mv[n:]
-            if not mv:
+            if not mv and not self.io.pending:
                 return
-        self._queue.append(mv if isinstance(data, bytes) else memoryview(bytes(mv)))
+        if mv:
+            self._queue.append(mv if isinstance(data, bytes) else memoryview(bytes(mv)))
         if self._flusher is None:
             self._flusher = self._loop.create_task(self._flush(), name="migration-flush")
 
     async def _flush(self) -> None:
         try:
-            while self._queue:
+            while self._queue or self.io.pending:
+                if not self._queue:
+                    await self.io.flush()
+                    continue
                 mv = self._queue[0]
-                await self._loop.sock_sendall(self._sock, mv)
+                await self.io.sendall(mv)
                 self.bytes_sent += mv.nbytes
                 self._queue.popleft()
         except OSError as err:
@@ -165,7 +211,7 @@ class MigrationConnection:
         got, want = 0, buf.nbytes
         try:
             while got < want:
-                n = await self._loop.sock_recv_into(self._sock, buf[got:])
+                n = await self.io.recv_into(buf[got:])
                 if n == 0:
                     raise MigrationTransportError(
                         f"connection closed by {self.peer} after {got} of {want} bytes")
@@ -176,7 +222,7 @@ class MigrationConnection:
     async def recv_some(self, buf: memoryview) -> int:
         """Read what is available into ``buf`` (at least 1 byte); 0 means EOF."""
         try:
-            n = await self._loop.sock_recv_into(self._sock, buf)
+            n = await self.io.recv_into(buf)
         except OSError as err:
             raise self._fail(err) from err
         return n
@@ -228,13 +274,7 @@ class MigrationConnection:
         that is already gone cannot release that checkpoint's output, so the
         checkpoint must not be applied either.
         """
-        try:
-            data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return True
-        return data == b""
+        return self.io.peer_closed()
 
     # -- lifetime -----------------------------------------------------------------
     def _fail(self, err: OSError) -> MigrationTransportError:
@@ -351,13 +391,15 @@ class Listener:
         family = "ipv4" if self._sock.family == socket.AF_INET else "ipv6"
         return [{"type": "inet", "host": host, "port": str(self.addr.port), family: True}]
 
-    async def accept(self) -> MigrationConnection:
-        """Wait for the source; the listener is closed afterwards."""
+    async def accept(self, *, keep_listening: bool = False) -> MigrationConnection:
+        """Wait for the source; the listener is closed afterwards unless
+        ``keep_listening`` (TLS accepts again after a failed handshake, as QEMU)."""
         loop = asyncio.get_running_loop()
         try:
             sock, peer = await loop.sock_accept(self._sock)
         finally:
-            self.close()
+            if not keep_listening:
+                self.close()
         return MigrationConnection(sock, str(peer) or str(self.addr))
 
     def close(self) -> None:

@@ -297,7 +297,8 @@ class ColoPair:
 async def start_colo_pair(wd: Path, mem: str = "64M",
                           guest: str = "counter,wss=8M,dirty=64,pace=20000",
                           delay_ms: int = 200, extra: Sequence[str] = (),
-                          timeout: float = 30.0, transport: str = "tcp") -> ColoPair:
+                          timeout: float = 30.0, transport: str = "tcp",
+                          tls_dir: Path | None = None) -> ColoPair:
     """Start a secondary (``-incoming defer``) and a primary, and bring them into COLO.
 
     As QEMU's COLO documentation now advises: the secondary gets its capabilities
@@ -306,16 +307,22 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
 
     Both serial sockets get a reader before COLO starts, so nothing the guest emits on
     either side is missed. Returns once both sides report migration status ``colo``.
+    With ``tls_dir`` (:func:`qmpd.testing.certs.make_creds_dir`), the pair migrates and
+    checkpoints over TLS (``tls-creds``, host name ``localhost``).
     """
     uri = (f"tcp:127.0.0.1:{free_tcp_port()}" if transport == "tcp"
            else f"unix:{wd / 'migration.sock'}")
+    sec_extra, pri_extra = list(extra), list(extra)
+    if tls_dir is not None:
+        sec_extra += ["-object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint=server"]
+        pri_extra += ["-object", f"tls-creds-x509,id=tls0,dir={tls_dir},endpoint=client"]
     started: list[QmpdProcess] = []
     readers: list[SerialReader] = []
     try:
         secondary = await QmpdProcess.start(
-            "secondary", wd, mem=mem, guest=guest, extra=["-incoming", "defer", *extra])
+            "secondary", wd, mem=mem, guest=guest, extra=["-incoming", "defer", *sec_extra])
         started.append(secondary)
-        primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=extra)
+        primary = await QmpdProcess.start("primary", wd, mem=mem, guest=guest, extra=pri_extra)
         started.append(primary)
         secondary_out = SerialReader(secondary.serial_path)
         primary_out = SerialReader(primary.serial_path)
@@ -325,6 +332,10 @@ async def start_colo_pair(wd: Path, mem: str = "64M",
         caps = [{"capability": c, "state": True}
                 for c in ("events", "x-colo", "return-path")]
         await secondary.cmd("migrate-set-capabilities", capabilities=caps)
+        if tls_dir is not None:
+            await secondary.cmd("migrate-set-parameters", **{"tls-creds": "tls0"})
+            await primary.cmd("migrate-set-parameters", **{"tls-creds": "tls0",
+                                                           "tls-hostname": "localhost"})
         await secondary.cmd("migrate-incoming", uri=uri)
         await primary.cmd("migrate-set-capabilities", capabilities=caps)
         # Lifted cap: the tests' guests may dirty faster than the default 128 MiB/s.
