@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from qmpd.testing.certs import make_ca, make_creds_dir, openssl_available
 from qmpd.testing.harness import ColoPair, start_colo_pair, workdir
 
 #: Accelerators to run the end-to-end tests on: KVM where /dev/kvm exists, and tcg.
@@ -31,3 +32,12 @@ async def pair(wd: Path, request: pytest.FixtureRequest) -> AsyncIterator[ColoPa
         yield p
     finally:
         await p.close()
+
+
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tls-creds-x509 directory (CA, server and client certificates for localhost)."""
+    if not openssl_available():
+        pytest.skip("openssl is not installed")
+    root = tmp_path_factory.mktemp("tls")
+    return make_creds_dir(root / "creds", make_ca(root / "ca"))

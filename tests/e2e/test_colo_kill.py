@@ -25,12 +25,14 @@ from .conftest import ACCELS
 BUSY_GUEST = "counter,wss=16M,dirty=256,pace=20000"
 
 
-async def _pair(wd: Path, fault: str | None = None, transport: str = "tcp") -> ColoPair:
+async def _pair(wd: Path, fault: str | None = None, transport: str = "tcp",
+                tls_dir: Path | None = None) -> ColoPair:
     if fault is not None:
         os.environ["QMPD_COLO_FAULT"] = fault
     try:
         return await start_colo_pair(wd, mem="64M", guest=BUSY_GUEST, delay_ms=50,
-                                     extra=["-accel", ACCELS[0]], transport=transport)
+                                     extra=["-accel", ACCELS[0]], transport=transport,
+                                     tls_dir=tls_dir)
     finally:
         os.environ.pop("QMPD_COLO_FAULT", None)
 
@@ -40,6 +42,15 @@ async def _fail_over_and_check(pair: ColoPair) -> None:
     assert took.early_output == b"", "the secondary spoke before failover"
     assert took.report.ok, took.report
     assert took.report.records >= took.from_primary + 30
+
+
+async def _checkpoints(pair: ColoPair, n: int, timeout: float = 20.0) -> None:
+    """Wait until the secondary has applied ``n`` checkpoints."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await pair.secondary.cmd("x-query-colo-stats"))["checkpoints"] < n:
+        assert loop.time() < deadline, "no checkpoints over the COLO channel"
+        await asyncio.sleep(0.02)
 
 
 POINTS = ["kill-idle", "kill-paused", "kill-transfer", "kill-received"]
@@ -55,13 +66,22 @@ async def test_primary_killed_at_a_transaction_point(wd: Path, point: str, seq: 
         await pair.close()
 
 
-@pytest.mark.parametrize(("transport", "round_"),
-                         [("tcp", r) for r in range(10)] + [("unix", r) for r in range(2)])
-async def test_primary_killed_at_a_random_instant(wd: Path, transport: str,
-                                                  round_: int) -> None:
+@pytest.mark.parametrize(("transport", "round_", "tls"),
+                         [("tcp", r, False) for r in range(10)]
+                         + [("unix", r, False) for r in range(2)]
+                         + [("tcp", r, True) for r in range(4)] + [("unix", 0, True)])
+async def test_primary_killed_at_a_random_instant(wd: Path, transport: str, round_: int,
+                                                  tls: bool,
+                                                  request: pytest.FixtureRequest) -> None:
+    """Also over TLS: the COLO channel is the migration's TLS connection."""
     rng = random.Random(1000 + round_ + (100 if transport == "unix" else 0))
-    pair = await _pair(wd, transport=transport)
+    tls_dir: Path | None = request.getfixturevalue("tls_dir") if tls else None
+    pair = await _pair(wd, transport=transport, tls_dir=tls_dir)
     try:
+        if tls:
+            params = await pair.primary.cmd("query-migrate-parameters")
+            assert params["tls-creds"] == "tls0"
+            await _checkpoints(pair, 2)
         await asyncio.sleep(0.2 + rng.random() * 0.6)
         pair.primary.kill(signal.SIGKILL)
         await _fail_over_and_check(pair)
