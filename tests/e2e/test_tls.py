@@ -106,7 +106,8 @@ async def test_object_on_the_command_line_with_missing_files_exits(
 
 
 async def _pair(wd: Path, src_creds: Path | None, dst_creds: Path | None,
-                hostname: str | None = "localhost") -> tuple[QmpdProcess, QmpdProcess]:
+                hostname: str | None = "localhost",
+                defer_listen: bool = False) -> tuple[QmpdProcess, QmpdProcess]:
     dst = await _node(wd, "dst", "-incoming", "defer",
                       *(_creds(dst_creds, "server") if dst_creds else []))
     src = await _node(wd, "src", *(_creds(src_creds, "client") if src_creds else []))
@@ -115,7 +116,8 @@ async def _pair(wd: Path, src_creds: Path | None, dst_creds: Path | None,
     if src_creds:
         params = {"tls-creds": "tls0"} | ({"tls-hostname": hostname} if hostname else {})
         await src.cmd("migrate-set-parameters", **params)
-    await dst.cmd("migrate-incoming", uri=f"unix:{wd / 'mig.sock'}")
+    if not defer_listen:
+        await dst.cmd("migrate-incoming", uri=f"unix:{wd / 'mig.sock'}")
     return src, dst
 
 
@@ -216,6 +218,22 @@ async def test_tls_creds_naming_no_object(wd: Path) -> None:
         assert result == {"status": "failed",
                           "error-desc": "No TLS credentials with id 'missing'"} | {
             k: v for k, v in result.items() if k not in ("status", "error-desc")}
+    finally:
+        await src.close()
+        await dst.close()
+
+
+async def test_tls_authz_is_refused(wd: Path, pki: dict[str, Path]) -> None:
+    """qmpd has no authorization objects: a TLS destination with tls-authz set fails its
+    incoming migration with that said, before reading anything; both stay up."""
+    src, dst = await _pair(wd, pki["good"], pki["good"], defer_listen=True)
+    try:
+        await dst.cmd("migrate-set-parameters", **{"tls-authz": "authz0"})
+        await dst.cmd("migrate-incoming", uri=f"unix:{wd / 'mig.sock'}")
+        final = await _wait_final(dst)
+        assert final == {"status": "failed", "error-desc":
+                         "tls-authz (authorization objects) is not supported by qmpd"}
+        assert (await dst.cmd("query-status"))["status"] == "inmigrate"
     finally:
         await src.close()
         await dst.close()

@@ -83,10 +83,10 @@ PARAMETERS: dict[str, tuple[object, tuple[int, str] | None, str]] = {
                                THROTTLE + "test_parameters_initial_increment_max"),
     "cpu-throttle-tailslow": (True, None,
                               THROTTLE + "test_tailslow_steps_toward_the_threshold"),
-    "tls-creds": ("tls0", None, "tests/qmp/test_migration_schema.py::"
-                                "test_tls_creds_refuse_migrate"),
-    "tls-hostname": ("peer", None, STORED),
-    "tls-authz": ("authz0", None, STORED),
+    "tls-creds": ("tls0", None, "tests/e2e/test_tls.py::"
+                                "test_tls_migration_completes_and_output_continues"),
+    "tls-hostname": ("peer", None, "tests/e2e/test_tls.py::test_bad_credentials_fail_cleanly"),
+    "tls-authz": ("authz0", None, "tests/e2e/test_tls.py::test_tls_authz_is_refused"),
     "max-bandwidth": (1 << 20, None, "tests/migration/test_migrate.py::"
                                      "test_query_migrate_while_active_and_bandwidth_honoured"),
     "downtime-limit": (500, (2000001, _range("downtime-limit", "an integer in the range of "
@@ -189,10 +189,9 @@ def test_each_parameter_sets_resets_and_refuses_as_qemu(raw: Raw, name: str) -> 
     assert _cmd(raw, "query-migrate-parameters")["return"][name] == default
 
 
-def test_tls_creds_refuse_migrate(raw: Raw) -> None:
+def test_tls_creds_set_and_reset(raw: Raw) -> None:
     assert _cmd(raw, "migrate-set-parameters", **{"tls-creds": "tls0"}) == {"return": {}}
-    assert _cmd(raw, "migrate", uri="unix:/nonexistent/x") == error(
-        "TLS migration is not supported by qmpd")
+    assert _cmd(raw, "query-migrate-parameters")["return"]["tls-creds"] == "tls0"
     assert _cmd(raw, "migrate-set-parameters", **{"tls-creds": None}) == {"return": {}}
     assert _cmd(raw, "query-migrate-parameters")["return"]["tls-creds"] == ""
 
