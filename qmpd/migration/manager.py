@@ -48,16 +48,15 @@ from qmpd.migration.errors import (
     IncomingStartedError,
     MigrationInProgressError,
     NoPausedMigrationError,
-    NotSupportedError,
 )
 from qmpd.migration.fds import NamedFds
 from qmpd.migration.guest import MigratableMachine
 from qmpd.migration.source import PrecopySource, RamCounters
 from qmpd.migration.state import EmitFn, MigrationStatus, StatusMachine
-from qmpd.migration.tls import accept_secure, creds_for, secure_client
+from qmpd.migration.tls import accept_incoming, secure_outgoing
 from qmpd.migration.transport import Listener, MigrationConnection
 from qmpd.objects import ObjectStore
-from qmpd.options import AddressError, SocketAddress
+from qmpd.options import AddressError
 
 log = logging.getLogger(__name__)
 _S = MigrationStatus
@@ -221,12 +220,7 @@ class MigrationManager:
         try:
             self._out_conn = conn = await open_outgoing(target)
             self._live.add(conn)
-            if tls_name := str(self.config.parameter("tls-creds") or ""):
-                if not isinstance(target, SocketAddress):
-                    raise NotSupportedError("TLS over an exec: migration URI")
-                host = str(self.config.parameter("tls-hostname") or "") or (
-                    target.host or None if target.kind == "tcp" else None)
-                await secure_client(conn, creds_for(self.objects, tls_name, "client"), host)
+            await secure_outgoing(conn, target, self.config.parameter, self.objects)
             source = PrecopySource(
                 self.machine, conn, self.config, self._counters, self.vm.stop,
                 on_active=lambda: self.outgoing.set(_S.ACTIVE),
@@ -345,15 +339,7 @@ class MigrationManager:
         dest: PrecopyDestination | None = None
         conn: MigrationConnection | None = None
         try:
-            if tls_name := str(self.config.parameter("tls-creds") or ""):
-                creds = creds_for(self.objects, tls_name, "server")
-                if self.config.parameter("tls-authz"):
-                    raise NotSupportedError("tls-authz (authorization objects)")
-                if not isinstance(listener, Listener):
-                    raise NotSupportedError("TLS over an exec: migration URI")
-                conn = await accept_secure(listener, creds)
-            else:
-                conn = await listener.accept()
+            conn = await accept_incoming(listener, self.config.parameter, self.objects)
             self._live.add(conn)
             self.incoming_status.set(_S.ACTIVE)
             dest = PrecopyDestination(self.machine, conn)

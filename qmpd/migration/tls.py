@@ -25,11 +25,23 @@ import logging
 import re
 import socket
 import ssl
-from typing import Final, cast
+from collections.abc import Callable
+from typing import Final, Protocol, cast
 
 from qmpd.errors import MigrationError
+from qmpd.migration.errors import NotSupportedError
 from qmpd.migration.transport import Listener, MigrationConnection, SocketIO
 from qmpd.objects import Endpoint, ObjectStore, TlsCredsX509
+from qmpd.options import SocketAddress
+
+#: the migration parameters, by name (``MigrationConfig.parameter``)
+Parameter = Callable[[str], object]
+
+
+class Acceptor(Protocol):
+    """Where the destination's connection comes from (a Listener, an exec: command)."""
+
+    async def accept(self) -> MigrationConnection: ...
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +235,40 @@ async def accept_secure(listener: Listener, creds: TlsCredsX509) -> MigrationCon
             return conn
     finally:
         listener.close()
+
+
+async def secure_outgoing(conn: MigrationConnection, target: object, parameter: Parameter,
+                          store: ObjectStore) -> None:
+    """The source's hook: with ``tls-creds`` set, upgrade ``conn`` (to ``target``, the
+    parsed URI) as QEMU's ``migration_tls_channel_connect``; else nothing.
+
+    :raise TlsError | NotSupportedError: see :func:`secure_client`; TLS over ``exec:``.
+    """
+    name = str(parameter("tls-creds") or "")
+    if not name:
+        return
+    if not isinstance(target, SocketAddress):
+        raise NotSupportedError("TLS over an exec: migration URI")
+    creds = creds_for(store, name, "client")
+    host = str(parameter("tls-hostname") or "") or (
+        target.host or None if target.kind == "tcp" else None)
+    await secure_client(conn, creds, host)
+
+
+async def accept_incoming(listener: Acceptor, parameter: Parameter,
+                          store: ObjectStore) -> MigrationConnection:
+    """The destination's hook: accept the source's connection, through TLS if
+    ``tls-creds`` is set (:func:`accept_secure`).
+
+    :raise TlsError | NotSupportedError: no such credentials; ``tls-authz`` (qmpd has
+        no authorization objects); TLS over ``exec:``.
+    """
+    name = str(parameter("tls-creds") or "")
+    if not name:
+        return await listener.accept()
+    creds = creds_for(store, name, "server")
+    if parameter("tls-authz"):
+        raise NotSupportedError("tls-authz (authorization objects)")
+    if not isinstance(listener, Listener):
+        raise NotSupportedError("TLS over an exec: migration URI")
+    return await accept_secure(listener, creds)
