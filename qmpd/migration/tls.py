@@ -242,13 +242,13 @@ async def secure_outgoing(conn: MigrationConnection, target: object, parameter: 
     """The source's hook: with ``tls-creds`` set, upgrade ``conn`` (to ``target``, the
     parsed URI) as QEMU's ``migration_tls_channel_connect``; else nothing.
 
-    :raise TlsError | NotSupportedError: see :func:`secure_client`; TLS over ``exec:``.
+    :raise TlsError | NotSupportedError: see :func:`secure_client`; TLS over ``exec:`` / ``fd:``.
     """
     name = str(parameter("tls-creds") or "")
     if not name:
         return
     if not isinstance(target, SocketAddress):
-        raise NotSupportedError("TLS over an exec: migration URI")
+        raise NotSupportedError("TLS over an exec: or fd: migration URI")
     creds = creds_for(store, name, "client")
     host = str(parameter("tls-hostname") or "") or (
         target.host or None if target.kind == "tcp" else None)
@@ -261,7 +261,7 @@ async def accept_incoming(listener: Acceptor, parameter: Parameter,
     ``tls-creds`` is set (:func:`accept_secure`).
 
     :raise TlsError | NotSupportedError: no such credentials; ``tls-authz`` (qmpd has
-        no authorization objects); TLS over ``exec:``.
+        no authorization objects); TLS over ``exec:`` / ``fd:``.
     """
     name = str(parameter("tls-creds") or "")
     if not name:
@@ -270,5 +270,5 @@ async def accept_incoming(listener: Acceptor, parameter: Parameter,
     if parameter("tls-authz"):
         raise NotSupportedError("tls-authz (authorization objects)")
     if not isinstance(listener, Listener):
-        raise NotSupportedError("TLS over an exec: migration URI")
+        raise NotSupportedError("TLS over an exec: or fd: migration URI")
     return await accept_secure(listener, creds)

@@ -126,6 +126,24 @@ async def _migrate(src: QmpdProcess, wd: Path) -> dict[str, object]:
     return await _wait_final(src)
 
 
+async def _migrate_and_check_output(src: QmpdProcess, dst: QmpdProcess, wd: Path) -> None:
+    """Migrate; the destination runs on and its output continues the source's exactly."""
+    out, dst_out = SerialReader(src.serial_path), SerialReader(dst.serial_path)
+    await out.start()
+    await dst_out.start()
+    try:
+        await out.wait_lines(10)
+        result = await _migrate(src, wd)
+        assert result["status"] == "completed", result
+        await dst_out.wait_lines(20)
+        assert (await dst.cmd("query-status"))["status"] == "running"
+        report = check_stream(joined_stream(out, dst_out), GUEST)
+        assert report.ok, report
+    finally:
+        await out.close()
+        await dst_out.close()
+
+
 async def _assert_untouched_then_good_source_works(wd: Path, dst: QmpdProcess,
                                                    good: Path) -> None:
     """Nothing was applied: the destination is still inmigrate and listening."""
@@ -135,18 +153,7 @@ async def _assert_untouched_then_good_source_works(wd: Path, dst: QmpdProcess,
     try:
         await src2.cmd("migrate-set-parameters",
                        **{"tls-creds": "tls0", "tls-hostname": "localhost"})
-        out = SerialReader(src2.serial_path)
-        await out.start()
-        await out.wait_lines(10)
-        dst_out = SerialReader(dst.serial_path)
-        await dst_out.start()
-        result = await _migrate(src2, wd)
-        assert result["status"] == "completed", result
-        await dst_out.wait_lines(20)
-        report = check_stream(joined_stream(out, dst_out), GUEST)
-        assert report.ok, report
-        await out.close()
-        await dst_out.close()
+        await _migrate_and_check_output(src2, dst, wd)
     finally:
         await src2.close()
 
@@ -155,18 +162,7 @@ async def test_tls_migration_completes_and_output_continues(
         wd: Path, pki: dict[str, Path]) -> None:
     src, dst = await _pair(wd, pki["good"], pki["good"])
     try:
-        out, dst_out = SerialReader(src.serial_path), SerialReader(dst.serial_path)
-        await out.start()
-        await dst_out.start()
-        await out.wait_lines(10)
-        result = await _migrate(src, wd)
-        assert result["status"] == "completed", result
-        await dst_out.wait_lines(20)
-        assert (await dst.cmd("query-status"))["status"] == "running"
-        report = check_stream(joined_stream(out, dst_out), GUEST)
-        assert report.ok, report
-        await out.close()
-        await dst_out.close()
+        await _migrate_and_check_output(src, dst, wd)
     finally:
         await src.close()
         await dst.close()
