@@ -7,8 +7,8 @@ Start-up::
     schema.json -> EventBus -> RunStateHolder
       -> VmStack (machine, serial, migration, COLO; initial run state)
       -> CommandContext (the stack's facades)
-      -> handlers + dispatcher (refuses a schema/handler mismatch) -> pidfile
-      -> QMP listeners -> signals -> GC freeze -> "ready" (-daemonize parent exits 0)
+      -> handlers + dispatcher (refuses a schema/handler mismatch) -> signals -> pidfile
+      -> QMP listeners -> GC freeze -> "ready" (-daemonize parent exits 0)
 
 Everything built at start-up (schema, models, handlers, the machine) lives as long as the
 process: it is moved out of the collector's reach (``gc.freeze``), so that a full
@@ -109,6 +109,12 @@ class Daemon:
                            max_event_backlog=config.max_event_backlog)
         self.server = server
         bus.subscribe(lambda ev: server.broadcast(_encode_event(ev)))
+        # Signals before the monitors: whoever can connect may also signal us, and a signal
+        # that arrives before the handlers exist would kill the process without SHUTDOWN,
+        # leaving socket files and the pidfile behind.
+        loop = asyncio.get_running_loop()
+        for signum in _SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
         if config.pidfile:  # before the monitors: whoever sees a socket finds the pidfile
             try:
                 _write_pidfile(config.pidfile)
@@ -124,9 +130,6 @@ class Daemon:
             except OSError as err:
                 raise OptionError("-qmp", f"cannot listen: {os_reason(err)}",
                                   monitor.spec) from err
-        loop = asyncio.get_running_loop()
-        for signum in _SIGNALS:
-            loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
         # Shutdown first: a closed or broken stderr must not keep qmpd from stopping.
