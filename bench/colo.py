@@ -33,6 +33,7 @@ import signal
 import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from qmpd.testing.certs import make_ca, make_creds_dir, openssl_available
 from qmpd.testing.harness import QmpdProcess, SerialReader, start_colo_pair, workdir
 
 PAGE = 4096
@@ -103,14 +105,16 @@ def harvest_floor(mem_bytes: int, pages: int) -> float:
 
 
 async def measure_checkpoints(pages: int, checkpoints: int, pipelined: bool,
-                              delay_ms: int = 200) -> dict[str, Any]:
-    """Run a COLO pair whose guest dirties ``pages`` pages per epoch."""
+                              delay_ms: int = 200,
+                              tls_dir: Path | None = None) -> dict[str, Any]:
+    """Run a COLO pair whose guest dirties ``pages`` pages per epoch (over TLS with
+    ``tls_dir``)."""
     wd = workdir("qmpd-bench-")
     wss = max(pages, 16) * PAGE
     mem_mb = max(64, (wss >> 20) * 2 + 32)
     guest = f"counter,wss={wss >> 10}K,dirty=64,pace=0"
     pair = await start_colo_pair(wd, mem=f"{mem_mb}M", guest=guest, delay_ms=delay_ms,
-                                 extra=ACCEL, transport="unix")
+                                 extra=ACCEL, transport="unix", tls_dir=tls_dir)
     try:
         await pair.primary.cmd("migrate-set-parameters",
                                **{"x-colo-pipeline": pipelined})
@@ -192,13 +196,38 @@ async def measure_throughput(seconds: float = 3.0) -> dict[str, float]:
 PAUSE_TARGET_MS = {1000: 0.6, 10000: 8.0, 100000: 50.0}
 
 
+async def colo_tls_vs_plain(results: dict[str, Any], n_ckpt: int) -> None:
+    """COLO checkpoint pause with TLS beside without, 10k pages per 200 ms epoch, both
+    orders (issue 11); certificates made with openssl."""
+    if not openssl_available():
+        print("COLO over TLS: openssl not installed; comparison skipped")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        creds = make_creds_dir(Path(tmp) / "creds", make_ca(Path(tmp) / "ca"))
+        for pipelined in (False, True):
+            mode = "pipelined" if pipelined else "qemu"
+            plain = await measure_checkpoints(10000, n_ckpt, pipelined)
+            tls = await measure_checkpoints(10000, n_ckpt, pipelined, tls_dir=creds)
+            results["colo_tls"] = results.get("colo_tls", {}) | {
+                mode: {"plain": plain, "tls": tls}}
+            print(f"COLO 10k pages {mode:>9}: pause {plain['pause_ms']:.2f} ms plain, "
+                  f"{tls['pause_ms']:.2f} ms TLS; round trip {plain['round_trip_ms']:.2f} / "
+                  f"{tls['round_trip_ms']:.2f} ms; dirty {plain['dirty_pages_median']:.0f} / "
+                  f"{tls['dirty_pages_median']:.0f}")
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer checkpoints and rounds")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--tls-only", action="store_true",
+                    help="only COLO pause with TLS vs without")
     args = ap.parse_args()
     n_ckpt = 15 if args.quick else 50
     results: dict[str, Any] = {"checkpoints": {}, "failover_ms": []}
+    if args.tls_only:
+        await colo_tls_vs_plain(results, n_ckpt)
+        return 0
     print("checkpoints (medians). floor = gather + send + apply of the measured dirty set;")
     print("pfloor = gather alone. Targets: issue 5 pause <= 2x floor; issue 6 pipelined")
     print("pause <= 0.6/8/50 ms at 1k/10k/100k and <= 1/3 of QEMU order; release latency <=")
@@ -251,6 +280,7 @@ async def main() -> int:
           f"alone {tp['alone_records_s']:.0f} records/s, under COLO "
           f"{tp['colo_records_s']:.0f} records/s = {100 * tp['ratio']:.0f}% "
           f"(target >= 85%, issue 6)")
+    await colo_tls_vs_plain(results, n_ckpt)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

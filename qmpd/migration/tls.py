@@ -45,7 +45,7 @@ class Acceptor(Protocol):
 
 log = logging.getLogger(__name__)
 
-CHUNK: Final = 256 << 10
+CHUNK: Final = 1 << 20
 HANDSHAKE_TIMEOUT: Final = 30.0
 _READY: Final = b"\x01"
 _ISSUER_CODES: Final = frozenset({2, 18, 19, 20, 21})   # X509_V_ERR_*: unknown issuer
@@ -132,16 +132,18 @@ class TlsIO(SocketIO):
         return True
 
     async def recv_into(self, buf: memoryview) -> int:
-        if not buf.nbytes:
-            return 0
-        while True:
+        """Decrypt into ``buf`` every record already received (one ``read`` gives one
+        record, at most 16 KiB); wait for the socket only when none is left."""
+        got, want = 0, buf.nbytes
+        while got < want:
             try:
-                return cast(int, self._ssl.read(buf.nbytes, buf))  # int with a buffer
+                got += cast(int, self._ssl.read(want - got, buf[got:]))  # int with a buffer
             except ssl.SSLWantReadError:
-                if not await self._fill():
-                    return 0
+                if got or not await self._fill():
+                    return got
             except ssl.SSLZeroReturnError:
-                return 0
+                return got
+        return got
 
     def peer_closed(self) -> bool:
         if self._ssl.pending() or self._bio_in.pending:
