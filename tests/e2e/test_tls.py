@@ -206,14 +206,24 @@ async def test_bad_credentials_fail_cleanly(wd: Path, pki: dict[str, Path], case
         await dst.close()
 
 
-async def test_tls_creds_naming_no_object(wd: Path) -> None:
-    src, dst = await _pair(wd, None, None)
+async def test_tls_creds_naming_no_object_or_the_wrong_endpoint(
+        wd: Path, pki: dict[str, Path]) -> None:
+    """QEMU 7.2's texts (migration/tls.c, crypto/tlscreds.c); the source runs on and the
+    destination, untouched, then takes a good source."""
+    src, dst = await _pair(wd, None, pki["good"])
     try:
         await src.cmd("migrate-set-parameters", **{"tls-creds": "missing"})
         result = await _migrate(src, wd)
-        assert result == {"status": "failed",
-                          "error-desc": "No TLS credentials with id 'missing'"} | {
-            k: v for k, v in result.items() if k not in ("status", "error-desc")}
+        assert (result["status"], result["error-desc"]) == (
+            "failed", "No TLS credentials with id 'missing'")
+        await src.cmd("object-add", **{"qom-type": "tls-creds-x509", "id": "srv",
+                                       "dir": str(pki["good"]), "endpoint": "server"})
+        await src.cmd("migrate-set-parameters", **{"tls-creds": "srv"})
+        result = await _migrate(src, wd)
+        assert (result["status"], result["error-desc"]) == (
+            "failed", "Expected TLS credentials for a client endpoint")
+        assert (await src.cmd("query-status"))["status"] == "running"
+        await _assert_untouched_then_good_source_works(wd, dst, pki["good"])
     finally:
         await src.close()
         await dst.close()
