@@ -164,14 +164,21 @@ class PrecopyDestination:
 
     async def report_failure(self, desc: str) -> None:
         """Best effort: ERROR text + SHUT(1), then discard input until EOF (bounded)."""
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._report(desc), DISCARD_SECONDS)
-        self.conn.close()
+        await report_failure(self.conn, desc)
 
-    async def _report(self, desc: str) -> None:
-        await self.conn.send_rp(RpMessage.ERROR, desc.encode("utf-8", "replace"))
-        await self.conn.send_rp(RpMessage.SHUT, (1).to_bytes(4, "big"))
-        self.conn.shutdown_write()
+
+async def report_failure(conn: MigrationConnection, desc: str) -> None:
+    """Tell the source why its stream is refused: ERROR text + SHUT(1) on the return
+    path, then discard input until EOF (at most ``DISCARD_SECONDS``), then close.
+    Also used by TLS for a plain source (qmpd/migration/tls.py)."""
+    async def report() -> None:
+        await conn.send_rp(RpMessage.ERROR, desc.encode("utf-8", "replace"))
+        await conn.send_rp(RpMessage.SHUT, (1).to_bytes(4, "big"))
+        conn.shutdown_write()
         scratch = memoryview(bytearray(1 << 20))
-        while await self.conn.recv_some(scratch):  # discard until the source closes
+        while await conn.recv_some(scratch):  # discard until the source closes
             pass
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(report(), DISCARD_SECONDS)
+    conn.close()

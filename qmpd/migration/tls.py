@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 from qmpd.errors import MigrationError
+from qmpd.migration.destination import report_failure
 from qmpd.migration.errors import NotSupportedError
 from qmpd.migration.transport import Listener, MigrationConnection, SocketIO
 from qmpd.objects import Endpoint, ObjectStore, TlsCredsX509
@@ -54,6 +55,10 @@ _HOST_CODES: Final = frozenset({62, 64})                # hostname / IP mismatch
 _NOT_TLS: Final = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL",
                              "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 _SSL_NOISE = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
+
+
+#: reports to plain sources still running (a reference keeps each task alive)
+_REPORTS: set[asyncio.Task[None]] = set()
 
 
 class TlsError(MigrationError):
@@ -229,8 +234,17 @@ async def accept_secure(listener: Listener, creds: TlsCredsX509) -> MigrationCon
             try:
                 await asyncio.wait_for(tls.handshake(), HANDSHAKE_TIMEOUT)
             except (OSError, EOFError, TimeoutError) as err:
-                log.error("%s (incoming migration from %s)", _error(err, None), conn.peer)
-                conn.close()
+                error = _error(err, None)
+                log.error("%s (incoming migration from %s)", error, conn.peer)
+                if isinstance(err, ssl.SSLError) and err.reason in _NOT_TLS:
+                    # a plain source: tell it on its own (plain) return path, meanwhile
+                    # keep listening
+                    task = asyncio.get_running_loop().create_task(report_failure(
+                        conn, f"{error} (this destination expects TLS: tls-creds)"))
+                    _REPORTS.add(task)
+                    task.add_done_callback(_REPORTS.discard)
+                else:
+                    conn.close()
                 continue
             conn.io = tls
             log.info("TLS session from %s established (%s)", conn.peer, tls.version)

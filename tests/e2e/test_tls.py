@@ -173,7 +173,9 @@ BAD = {
     "wrong-hostname": ("good", "good", "wrong.example",
                        "Certificate does not match the hostname wrong.example"),
     "no-hostname-over-unix": ("good", "good", None, "No hostname for certificate validation"),
-    "plain-source-tls-destination": (None, "good", None, None),
+    "plain-source-tls-destination": (None, "good", None,
+                                     "TLS handshake failed: An unexpected TLS packet was "
+                                     "received. (this destination expects TLS: tls-creds)"),
     "tls-source-plain-destination": ("good", None, "localhost",
                                      "TLS handshake failed: An unexpected TLS packet "
                                      "was received."),
