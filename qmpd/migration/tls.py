@@ -46,7 +46,7 @@ class Acceptor(Protocol):
 
 log = logging.getLogger(__name__)
 
-CHUNK: Final = 1 << 20
+CHUNK: Final = 256 << 10
 HANDSHAKE_TIMEOUT: Final = 30.0
 _READY: Final = b"\x01"
 _ISSUER_CODES: Final = frozenset({2, 18, 19, 20, 21})   # X509_V_ERR_*: unknown issuer
